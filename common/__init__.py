@@ -1,0 +1,1 @@
+"""Code shared by every function handler: config, model, store, queue, channels, service."""

@@ -1,0 +1,47 @@
+"""The channel interface: deliver one notification, say sent, transient or permanent failure."""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from common.model import Notification
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    TRANSIENT = "transient"  # worth retrying: the provider was down, slow or rate-limiting
+    PERMANENT = "permanent"  # retrying cannot help: the recipient or request is invalid
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outcome: Outcome
+    detail: str = ""  # the provider's reason on failure, a provider id or outbox path on success
+
+    @classmethod
+    def sent(cls, detail: str = "") -> DeliveryResult:
+        return cls(Outcome.SENT, detail)
+
+    @classmethod
+    def transient(cls, detail: str) -> DeliveryResult:
+        return cls(Outcome.TRANSIENT, detail)
+
+    @classmethod
+    def permanent(cls, detail: str) -> DeliveryResult:
+        return cls(Outcome.PERMANENT, detail)
+
+
+class Channel(ABC):
+    """One way of reaching a user. Implementations never raise for provider errors."""
+
+    notification_type: str
+    description: str = ""  # one line for start-up and `check`: where messages go
+
+    @abstractmethod
+    def deliver(self, notification: Notification) -> DeliveryResult: ...
+
+    def check(self) -> str:
+        """Probe the provider for `local_runner.py check`; raise if it does not answer."""
+        return "ok"

@@ -1,0 +1,240 @@
+"""Settings from the environment and `.env`, read once per process and validated as a whole.
+
+`load_settings` names every problem at once, so that one start-up tells the operator everything
+that is wrong with the configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+from dotenv import dotenv_values
+
+from common.errors import ConfigError
+
+DEFAULT_RETRY_SCHEDULE = (30.0, 120.0, 600.0, 1800.0, 3600.0)
+SECRET_FIELDS = {"mail_password", "twilio_auth_token", "mongo_uri", "rabbitmq_url", "csrf_secret"}
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    mongo_uri: str | None = None
+    mongo_db: str = "notifications"
+    data_dir: Path = Path("data")
+    rabbitmq_url: str | None = None
+    queue_name: str = "notifications"
+    dlq_name: str = "notifications_dlq"
+    mail_server: str | None = None
+    mail_port: int = 587
+    mail_use_tls: bool = True
+    mail_use_ssl: bool = False
+    mail_username: str | None = None
+    mail_password: str | None = None
+    mail_default_sender: str | None = None
+    mail_default_subject: str = "You have a new notification"
+    mail_timeout: float = 10.0
+    twilio_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_phone_number: str | None = None
+    twilio_api_base_url: str | None = None
+    max_retries: int = 5
+    retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    sweep_interval: float = 30.0
+    sweep_batch_size: int = 500
+    lease_seconds: float = 300.0
+    pending_grace_seconds: float = 60.0
+    prefetch_count: int = 32
+    delivery_workers: int = 8
+    port: int = 8080
+    log_level: str = "INFO"
+    csrf_secret: str | None = None
+
+    @property
+    def sender_address(self) -> str | None:
+        return self.mail_default_sender or self.mail_username
+
+    def describe(self) -> dict[str, str]:
+        """Every setting as text, secrets masked: what `local_runner.py check` prints."""
+        shown = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name in SECRET_FIELDS and value:
+                value = _mask(item.name, str(value))
+            elif isinstance(value, tuple):
+                value = ",".join(f"{v:g}" for v in value)
+            shown[item.name.upper()] = "(unset)" if value is None else str(value)
+        return shown
+
+
+def _mask(name: str, value: str) -> str:
+    if name in {"mongo_uri", "rabbitmq_url"}:
+        parsed = urlparse(value)
+        if parsed.password:
+            return value.replace(f":{parsed.password}@", ":****@", 1)
+        return value
+    return "****"
+
+
+class _Reader:
+    """Reads typed values from a mapping, collecting problems instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def number(self, name: str, default, cast=int, minimum=None, maximum=None):
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = cast(raw)
+        except ValueError:
+            kind = "a whole number" if cast is int else "a number"
+            self.problems.append(f"{name}={raw!r} is not {kind}")
+            return default
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+            self.problems.append(f"{name}={raw!r} is out of range ({bounds})")
+            return default
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.env.get(name)
+        if raw is None:
+            return default
+        lowered = raw.strip().lower()
+        if lowered in TRUE_WORDS:
+            return True
+        if lowered in FALSE_WORDS:
+            return False
+        self.problems.append(f"{name}={raw!r} is not true or false")
+        return default
+
+    def schedule(self, name: str) -> tuple[float, ...]:
+        raw = self.text(name)
+        if raw is None:
+            return DEFAULT_RETRY_SCHEDULE
+        try:
+            steps = tuple(float(part) for part in raw.split(","))
+        except ValueError:
+            steps = ()
+        if not steps or any(step < 0 for step in steps):
+            self.problems.append(
+                f"{name}={raw!r} must be comma-separated delays in seconds, e.g. 30,120,600"
+            )
+            return DEFAULT_RETRY_SCHEDULE
+        return steps
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        parsed = urlparse(raw)
+        if parsed.scheme not in schemes or not (parsed.hostname or parsed.netloc):
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            self.problems.append(f"{name} must be a URL starting with {wanted} and naming a host")
+            return None
+        return raw
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from `env` (default: os.environ); raise ConfigError naming every problem."""
+    read = _Reader(os.environ if env is None else env)
+    values = dict(
+        mongo_uri=read.url("MONGO_URI", ("mongodb", "mongodb+srv")),
+        mongo_db=read.text("MONGO_DB", "notifications"),
+        data_dir=Path(read.text("DATA_DIR", "data")),
+        rabbitmq_url=read.url("RABBITMQ_URL", ("amqp", "amqps")),
+        queue_name=read.text("QUEUE_NAME", "notifications"),
+        dlq_name=read.text("DLQ_NAME", "notifications_dlq"),
+        mail_server=read.text("MAIL_SERVER"),
+        mail_port=read.number("MAIL_PORT", 587, minimum=1, maximum=65535),
+        mail_use_tls=read.flag("MAIL_USE_TLS", True),
+        mail_use_ssl=read.flag("MAIL_USE_SSL", False),
+        mail_username=read.text("MAIL_USERNAME"),
+        mail_password=read.text("MAIL_PASSWORD"),
+        mail_default_sender=read.text("MAIL_DEFAULT_SENDER"),
+        mail_default_subject=read.text("MAIL_DEFAULT_SUBJECT", "You have a new notification"),
+        mail_timeout=read.number("MAIL_TIMEOUT", 10.0, float, minimum=0.1),
+        twilio_sid=read.text("TWILIO_SID"),
+        twilio_auth_token=read.text("TWILIO_AUTH_TOKEN"),
+        twilio_phone_number=read.text("TWILIO_PHONE_NUMBER"),
+        twilio_api_base_url=read.url("TWILIO_API_BASE_URL", ("http", "https")),
+        max_retries=read.number("MAX_RETRIES", 5, minimum=0, maximum=100),
+        retry_schedule=read.schedule("RETRY_SCHEDULE"),
+        sweep_interval=read.number("SWEEP_INTERVAL", 30.0, float, minimum=0.05),
+        sweep_batch_size=read.number("SWEEP_BATCH_SIZE", 500, minimum=1, maximum=100_000),
+        lease_seconds=read.number("LEASE_SECONDS", 300.0, float, minimum=0.05),
+        pending_grace_seconds=read.number("PENDING_GRACE_SECONDS", 60.0, float, minimum=0),
+        prefetch_count=read.number("PREFETCH_COUNT", 32, minimum=1, maximum=65535),
+        delivery_workers=read.number("DELIVERY_WORKERS", 8, minimum=1, maximum=256),
+        port=read.number("PORT", 8080, minimum=1, maximum=65535),
+        log_level=(read.text("LOG_LEVEL", "INFO") or "INFO").upper(),
+        csrf_secret=read.text("CSRF_SECRET"),
+    )
+    _check_combinations(values, read)
+    if read.problems:
+        raise ConfigError(read.problems)
+    return Settings(**values)
+
+
+def _check_combinations(values: dict, read: _Reader) -> None:
+    """Settings that only make sense together: half of a pair is a mistake, not a default."""
+    twilio = ("twilio_sid", "twilio_auth_token", "twilio_phone_number")
+    given = [name for name in twilio if values[name]]
+    if given and len(given) < len(twilio):
+        missing = ", ".join(n.upper() for n in twilio if not values[n])
+        read.problems.append(f"Twilio is half-configured: {missing} missing")
+    if values["twilio_phone_number"] and not values["twilio_phone_number"].startswith("+"):
+        read.problems.append("TWILIO_PHONE_NUMBER must be an E.164 number such as +14155550123")
+    if values["mail_use_ssl"] and values["mail_use_tls"]:
+        if read.env.get("MAIL_USE_TLS") is None:
+            values["mail_use_tls"] = False  # implicit TLS replaces the STARTTLS default
+        else:
+            read.problems.append("MAIL_USE_TLS and MAIL_USE_SSL are both true: choose one")
+    if bool(values["mail_username"]) != bool(values["mail_password"]):
+        read.problems.append("MAIL_USERNAME and MAIL_PASSWORD must be given together")
+    if (values["mail_username"] or values["mail_password"]) and not values["mail_server"]:
+        read.problems.append("MAIL_USERNAME is set but MAIL_SERVER is not")
+    if values["mail_server"] and not (values["mail_default_sender"] or values["mail_username"]):
+        read.problems.append("MAIL_SERVER is set but neither MAIL_DEFAULT_SENDER nor MAIL_USERNAME")
+    if values["log_level"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        read.problems.append(
+            f"LOG_LEVEL={values['log_level']!r} is not DEBUG, INFO, WARNING or ERROR"
+        )
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, loaded once: `.env` (path in ENV_FILE) fills what the env lacks."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            env_file = os.environ.get("ENV_FILE", ".env")
+            merged = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+            merged.update(os.environ)
+            _settings = load_settings(merged)
+        return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests, and the runner after --env-file)."""
+    global _settings
+    with _lock:
+        _settings = None

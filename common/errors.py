@@ -1,0 +1,50 @@
+"""Domain errors raised in `common`; each handler kind maps them to a status in one place."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: a problem the caller can be told about in one sentence."""
+
+    http_status = 500
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or {}
+
+    def to_dict(self) -> dict:
+        body: dict = {"error": self.message}
+        if self.fields:
+            body["fields"] = self.fields
+        return body
+
+
+class ValidationError(ServiceError):
+    """Bad input: names each bad field."""
+
+    http_status = 400
+
+
+class NotFound(ServiceError):
+    http_status = 404
+
+
+class Conflict(ServiceError):
+    """The request is valid but the notification's state does not allow it."""
+
+    http_status = 409
+
+
+class Unavailable(ServiceError):
+    """A backend (store, broker) could not be reached; the caller may try again."""
+
+    http_status = 503
+
+
+class ConfigError(Exception):
+    """The environment is invalid; `problems` names every bad setting."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems

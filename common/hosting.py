@@ -1,0 +1,158 @@
+"""What the local runner adds around the functions: one port for all of them, the queue
+consumer bound to `queue_deliver`, and the timer that fires `cron_retry_sweep`.
+
+It adds no behaviour a deployed function lacks: requests reach each function's own Flask app
+(made by functions-framework's `create_app`) unchanged, and events reach the functions as
+CloudEvents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import functions_framework
+from cloudevents.http import CloudEvent
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from common.events import delivery_event
+from common.http import error_response
+from common.model import utcnow
+from common.queue.base import StopSignal
+from common.queue.memory import MemoryQueue
+
+log = logging.getLogger("notifications.runner")
+
+ROOT = Path(__file__).resolve().parent.parent
+FUNCTIONS_DIR = ROOT / "functions"
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    source: str  # file name under functions/
+    target: str
+    signature: str = "http"
+
+    @property
+    def path(self) -> Path:
+        return FUNCTIONS_DIR / self.source
+
+
+# Every HTTP function the runner serves, in the order their routes are matched.
+HTTP_FUNCTIONS = (
+    FunctionSpec("http_send.py", "http_send"),
+    FunctionSpec("http_notifications.py", "http_notifications"),
+    FunctionSpec("http_stats.py", "http_stats"),
+    FunctionSpec("http_web.py", "http_web"),
+    FunctionSpec("http_openapi.py", "http_openapi"),
+    FunctionSpec("cron_retry_sweep.py", "http_retry_sweep"),
+)
+DELIVER = FunctionSpec("queue_deliver.py", "queue_deliver", "cloudevent")
+SWEEP = FunctionSpec("cron_retry_sweep.py", "cron_retry_sweep", "cloudevent")
+
+
+def load_function(spec: FunctionSpec) -> tuple[Any, Any]:
+    """(Flask app, module) for one function, loaded exactly as functions-framework loads it."""
+    app = functions_framework.create_app(spec.target, str(spec.path), spec.signature)
+    import sys
+
+    module = sys.modules[spec.path.stem]
+    return app, module
+
+
+class FunctionRouter:
+    """One WSGI app in front of many functions, routing by each function's declared routes."""
+
+    def __init__(self, specs=HTTP_FUNCTIONS):
+        self.apps: dict[str, Any] = {}
+        self.rules: list[tuple[str, tuple[str, ...], str]] = []
+        self.url_map = Map(strict_slashes=False, merge_slashes=False)
+        for spec in specs:
+            if not spec.path.exists():
+                continue  # a function not written yet is simply not served
+            app, module = load_function(spec)
+            self.apps[spec.target] = app
+            for route in module.router.routes:
+                self.url_map.add(
+                    Rule(route.rule, methods=list(route.methods), endpoint=spec.target)
+                )
+                self.rules.append((route.rule, route.methods, spec.target))
+
+    def __call__(self, environ, start_response):
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            target, _ = adapter.match()
+        except MethodNotAllowed as error:
+            allowed = ", ".join(sorted(error.valid_methods or []))
+            response = error_response(405, f"method not allowed here; use {allowed}")
+            return response(environ, start_response)
+        except NotFound:
+            path = environ.get("PATH_INFO", "")
+            return error_response(404, f"no route for {path}")(environ, start_response)
+        return self.apps[target](environ, start_response)
+
+
+def _call_event_function(function: Callable, event: CloudEvent) -> None:
+    try:
+        function(event)
+    except HTTPException as error:  # a 4xx from the function: the event is not worth retrying
+        log.error("event=rejected_event status=%s id=%s", error.code, event["id"])
+
+
+class BackgroundWork:
+    """The consumer thread (queue -> queue_deliver) and the sweep timer (-> cron_retry_sweep)."""
+
+    def __init__(self, sweep_interval: float):
+        from common.runtime import get_service
+
+        self.service = get_service()
+        _, deliver_module = load_function(DELIVER)
+        _, sweep_module = load_function(SWEEP)
+        self.deliver: Callable = deliver_module.queue_deliver
+        self.sweep: Callable = sweep_module.cron_retry_sweep
+        self.sweep_interval = sweep_interval
+        self.stop_signal = StopSignal()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        started_at = utcnow()
+        if isinstance(self.service.queue, MemoryQueue):
+            # The in-process queue starts empty: whatever a previous run had queued is requeued.
+            report = self.service.recover_in_process_queue(started_at)
+            if report.requeued:
+                log.info("event=recovered_after_restart requeued=%d", report.requeued)
+        self.threads = [
+            threading.Thread(target=self._consume, name="consumer", daemon=True),
+            threading.Thread(target=self._tick, name="sweep-timer", daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
+        log.info("event=background_started sweep_interval=%.1fs", self.sweep_interval)
+
+    def _consume(self) -> None:
+        def handle(notification_id: str) -> None:
+            _call_event_function(self.deliver, delivery_event(notification_id))
+
+        self.service.queue.consume(handle, self.stop_signal)
+
+    def _tick(self) -> None:
+        while not self.stop_signal.wait(self.sweep_interval):
+            event = CloudEvent(
+                {"type": "com.notifications.sweep", "source": "local-runner/timer"}, {}
+            )
+            try:
+                _call_event_function(self.sweep, event)
+            except Exception:
+                log.exception("event=sweep_failed")
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop consuming, let in-flight deliveries finish and record their outcome."""
+        self.stop_signal.set()
+        for thread in self.threads:
+            thread.join(timeout)
+        log.info("event=background_stopped")

@@ -1,0 +1,100 @@
+"""HTTP plumbing shared by the HTTP functions: a small router, JSON replies, error mapping.
+
+Each HTTP function declares its routes on a `Router`; the local runner reads the same routers
+to decide which function serves which path, so routing cannot drift between the two.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import flask
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+
+from common.errors import ServiceError, ValidationError
+
+log = logging.getLogger("notifications.http")
+
+View = Callable[..., Any]
+
+
+def json_response(data: Any, status: int = 200, headers: dict | None = None) -> flask.Response:
+    return flask.Response(
+        json.dumps(data, default=str), status=status, headers=headers, mimetype="application/json"
+    )
+
+
+def error_response(status: int, message: str, fields: dict | None = None) -> flask.Response:
+    body: dict[str, Any] = {"error": message}
+    if fields:
+        body["fields"] = fields
+    return json_response(body, status)
+
+
+def read_json(request: flask.Request) -> Any:
+    """The request body as JSON, or a ValidationError that says why it is not."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ValidationError("the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("the request body is not valid JSON") from None
+
+
+def guarded(view: View) -> View:
+    """Turn domain errors into JSON replies; anything unexpected is logged, never shown."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        try:
+            return view(*args, **kwargs)
+        except ServiceError as error:
+            return json_response(error.to_dict(), error.http_status)
+        except Exception:
+            log.exception("event=unhandled_error view=%s", view.__name__)
+            return error_response(500, "internal error; the details are in the service log")
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Route:
+    rule: str
+    methods: tuple[str, ...]
+    view: View
+
+
+class Router:
+    """Path and method dispatch for one function, with JSON 404/405 replies."""
+
+    def __init__(self) -> None:
+        self.routes: list[Route] = []
+        self.url_map = Map(strict_slashes=False, merge_slashes=False)
+
+    def route(self, rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]:
+        def register(view: View) -> View:
+            endpoint = f"{view.__name__}:{len(self.routes)}"
+            self.url_map.add(Rule(rule, methods=list(methods), endpoint=endpoint))
+            self.routes.append(Route(rule, tuple(methods), guarded(view)))
+            self._views = {f"{r.view.__name__}:{i}": r.view for i, r in enumerate(self.routes)}
+            return view
+
+        return register
+
+    def dispatch(self, request: flask.Request) -> flask.Response:
+        adapter = self.url_map.bind_to_environ(request.environ)
+        try:
+            endpoint, arguments = adapter.match()
+        except MethodNotAllowed as error:
+            allowed = ", ".join(sorted(error.valid_methods or []))
+            return error_response(405, f"method {request.method} not allowed here; use {allowed}")
+        except NotFound:
+            return error_response(404, f"no route for {request.method} {request.path}")
+        return self._views[endpoint](request, **arguments)

@@ -1,0 +1,181 @@
+"""The notification record, its life-cycle statuses, input validation and the retry schedule.
+
+Pure code: no I/O, so every rule here is tested without a database or a broker.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from common.errors import ValidationError
+
+# Life cycle (shared/DESIGN.md):
+# pending -> queued -> sending -> sent | retry_scheduled | failed_permanently
+PENDING = "pending"
+QUEUED = "queued"
+SENDING = "sending"
+SENT = "sent"
+RETRY_SCHEDULED = "retry_scheduled"
+FAILED_PERMANENTLY = "failed_permanently"
+STATUSES = (PENDING, QUEUED, SENDING, SENT, RETRY_SCHEDULED, FAILED_PERMANENTLY)
+
+# States a manual retry may restart: the notification has given up, or is waiting for a retry.
+RETRYABLE_BY_HAND = (FAILED_PERMANENTLY, RETRY_SCHEDULED)
+
+EMAIL = "email"
+SMS = "sms"
+IN_APP = "in_app"
+TYPES = (EMAIL, SMS, IN_APP)
+TYPE_ALIASES = {"in-app": IN_APP, "inapp": IN_APP, "text": SMS}
+
+MAX_USER_ID_LENGTH = 128
+MAX_MESSAGE_LENGTH = 10_000
+MAX_SUBJECT_LENGTH = 200
+MAX_EMAIL_LENGTH = 254
+
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@+\-]+$")
+# Deliberately simple: one @, no spaces, no control characters, a dot in the domain.
+EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")
+ALLOWED_FIELDS = {"user_id", "notification_type", "type", "message", "email", "phone", "subject"}
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, to the millisecond: MongoDB keeps milliseconds, so both stores agree."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass
+class Notification:
+    user_id: str
+    notification_type: str
+    message: str
+    email: str | None = None
+    phone: str | None = None
+    subject: str | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    status: str = PENDING
+    retry_count: int = 0
+    max_retries: int = 5
+    last_error: str | None = None
+    next_retry_time: datetime | None = None
+    lease_until: datetime | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The notification as the JSON API shows it (times in ISO 8601, UTC)."""
+        data = asdict(self)
+        del data["lease_until"]  # internal bookkeeping of the delivery claim
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.isoformat().replace("+00:00", "Z")
+        return data
+
+    def with_changes(self, **changes: Any) -> Notification:
+        return replace(self, **changes)
+
+
+def normalise_type(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    lowered = value.strip().lower()
+    lowered = TYPE_ALIASES.get(lowered, lowered)
+    return lowered if lowered in TYPES else None
+
+
+def _text(payload: Mapping[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError
+    value = str(value).strip()
+    return value or None
+
+
+def validate_request(payload: Any, max_retries: int = 5) -> Notification:
+    """Turn a client's JSON object into a new pending Notification, or name every bad field."""
+    if not isinstance(payload, Mapping):
+        raise ValidationError("the request body must be a JSON object")
+    errors: dict[str, str] = {}
+    values: dict[str, str | None] = {}
+    for name in ("user_id", "message", "email", "phone", "subject"):
+        try:
+            values[name] = _text(payload, name)
+        except TypeError:
+            errors[name] = "must be a string"
+
+    unknown = sorted(set(payload) - ALLOWED_FIELDS)
+    for name in unknown:
+        errors[str(name)[:64]] = "is not a known field"
+
+    raw_type = payload.get("notification_type", payload.get("type"))
+    notification_type = normalise_type(raw_type)
+    if raw_type is None:
+        errors["notification_type"] = "is required: one of email, sms, in_app"
+    elif notification_type is None:
+        errors["notification_type"] = "must be one of email, sms, in_app"
+
+    user_id = values.get("user_id")
+    if "user_id" not in errors:
+        if not user_id:
+            errors["user_id"] = "is required"
+        elif len(user_id) > MAX_USER_ID_LENGTH:
+            errors["user_id"] = f"must be at most {MAX_USER_ID_LENGTH} characters"
+        elif not USER_ID_PATTERN.match(user_id):
+            errors["user_id"] = "may contain only letters, digits and . _ : @ + -"
+
+    message = values.get("message")
+    if "message" not in errors:
+        if not message:
+            errors["message"] = "is required"
+        elif len(message) > MAX_MESSAGE_LENGTH:
+            errors["message"] = f"must be at most {MAX_MESSAGE_LENGTH} characters"
+
+    email, phone, subject = values.get("email"), values.get("phone"), values.get("subject")
+    if email is not None and "email" not in errors:
+        if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.match(email):
+            errors["email"] = "must be a valid email address"
+    if phone is not None and "phone" not in errors:
+        phone = re.sub(r"[\s().\-]", "", phone)
+        if not E164_PATTERN.match(phone):
+            errors["phone"] = "must be an E.164 number such as +14155550123"
+    if subject is not None and "subject" not in errors:
+        if len(subject) > MAX_SUBJECT_LENGTH:
+            errors["subject"] = f"must be at most {MAX_SUBJECT_LENGTH} characters"
+        elif re.search(r"[\r\n]", subject):
+            errors["subject"] = "must be a single line"
+    if notification_type == EMAIL and email is None and "email" not in errors:
+        errors["email"] = "is required for an email notification"
+    if notification_type == SMS and phone is None and "phone" not in errors:
+        errors["phone"] = "is required for an sms notification"
+
+    if errors:
+        raise ValidationError("invalid notification", errors)
+    return Notification(
+        user_id=user_id,
+        notification_type=notification_type,
+        message=message,
+        email=email,
+        phone=phone,
+        subject=subject,
+        max_retries=max_retries,
+    )
+
+
+def retry_delay(retry_count: int, schedule: Sequence[float]) -> timedelta:
+    """Delay before retry number `retry_count` (1-based); past the schedule, its last step."""
+    index = min(max(retry_count, 1), len(schedule)) - 1
+    return timedelta(seconds=schedule[index])
+
+
+def retries_left(notification: Notification) -> bool:
+    return notification.retry_count < notification.max_retries

@@ -1,0 +1,30 @@
+"""Scheduled function: requeue due retries, never-published and abandoned notifications.
+
+`cron_retry_sweep` takes a CloudEvent (Cloud Scheduler via Pub/Sub, Knative PingSource);
+`http_retry_sweep` is the same sweep for a scheduler that calls a plain HTTP endpoint.
+"""
+
+import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
+import functions_framework
+
+from common.http import Router, json_response
+from common.runtime import get_service, require_valid_settings
+
+require_valid_settings()
+router = Router()
+
+
+@functions_framework.cloud_event
+def cron_retry_sweep(cloud_event):
+    get_service().sweep()
+
+
+@router.route("/sweep", methods=("POST",))
+def sweep(request):
+    report = get_service().sweep()
+    return json_response({"requeued": report.requeued, "publish_failed": report.publish_failed})
+
+
+@functions_framework.http
+def http_retry_sweep(request):
+    return router.dispatch(request)
