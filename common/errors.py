@@ -48,3 +48,7 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class DuplicateId(Exception):
+    """A store already holds a notification with this id (an idempotent resubmission)."""

@@ -69,11 +69,14 @@ class Notification:
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # Set (not stored) when a submission repeated an idempotency key and found this one.
+    duplicate: bool = field(default=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The notification as the JSON API shows it (times in ISO 8601, UTC)."""
         data = asdict(self)
         del data["lease_until"]  # internal bookkeeping of the delivery claim
+        del data["duplicate"]
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat().replace("+00:00", "Z")

@@ -7,6 +7,7 @@ in, so each rule is tested without HTTP.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from typing import Any
 
 from common.channels.base import Channel, DeliveryResult, Outcome
 from common.config import Settings
-from common.errors import Conflict, NotFound, Unavailable, ValidationError
+from common.errors import Conflict, DuplicateId, NotFound, Unavailable, ValidationError
 from common.model import (
     FAILED_PERMANENTLY,
     PENDING,
@@ -37,6 +38,20 @@ from common.store.base import Cursor, NotificationStore, Page
 log = logging.getLogger("notifications")
 
 MAX_BATCH = 1000
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c5a9e-2b7d-4c1e-9a53-0d8e7f4b2c61")
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotent_id(user_id: str, key: str) -> str:
+    """The same (user, key) always names the same notification, so a resubmission is found."""
+    if len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(
+            "invalid idempotency key",
+            {"Idempotency-Key": f"at most {MAX_IDEMPOTENCY_KEY} characters"},
+        )
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{user_id}\x00{key}"))
+
+
 # Bound one sweep's work so that a huge backlog is drained over several ticks, not in one.
 MAX_SWEEP_ROUNDS = 20
 
@@ -64,10 +79,24 @@ class NotificationService:
 
     # -- accepting ---------------------------------------------------------------------------
 
-    def submit(self, payload: Any) -> Notification:
-        """Validate, store as pending, then queue; a broker outage leaves it pending for the sweep."""
+    def submit(self, payload: Any, idempotency_key: str | None = None) -> Notification:
+        """Validate, store as pending, then queue; a broker outage leaves it pending for the sweep.
+
+        With an idempotency key, a repeated submission returns the first notification (its
+        `duplicate` attribute set) instead of sending again.
+        """
         notification = validate_request(payload, self.settings.max_retries)
-        self._store_new([notification])
+        if idempotency_key:
+            notification.id = idempotent_id(notification.user_id, idempotency_key)
+            try:
+                self._store_new([notification])
+            except DuplicateId:
+                existing = self.get(notification.id)
+                log.info("notification=%s event=duplicate_submission", existing.id)
+                existing.duplicate = True
+                return existing
+        else:
+            self._store_new([notification])
         log.info(
             "notification=%s event=accepted type=%s user=%s",
             notification.id,
@@ -115,6 +144,8 @@ class NotificationService:
                 self.store.add(notifications[0])
             else:
                 self.store.add_many(notifications)
+        except DuplicateId:
+            raise
         except Exception as error:
             log.exception("event=store_failed count=%d", len(notifications))
             raise Unavailable(

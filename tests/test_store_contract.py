@@ -170,3 +170,15 @@ def test_counts_are_grouped_by_the_database(store):
     store.add_many([make(), make(status=SENT), make(status=SENT, kind="sms", phone="+14155550123")])
     assert store.count_by_status() == {PENDING: 1, SENT: 2}
     assert store.count_by_type() == {"in_app": 2, "sms": 1}
+
+
+def test_adding_a_taken_id_raises_duplicate_and_changes_nothing(store):
+    import pytest
+
+    from common.errors import DuplicateId
+
+    original = make()
+    store.add(original)
+    with pytest.raises(DuplicateId):
+        store.add(original.with_changes(message="other"))
+    assert store.get(original.id).message == "hello"

@@ -54,7 +54,8 @@ class NotificationStore(ABC):
     """Where notifications live; the single source of truth for their status."""
 
     @abstractmethod
-    def add(self, notification: Notification) -> None: ...
+    def add(self, notification: Notification) -> None:
+        """Insert one; raise DuplicateId when its id is taken."""
 
     @abstractmethod
     def add_many(self, notifications: Sequence[Notification]) -> None: ...

@@ -13,12 +13,20 @@ from datetime import datetime
 from typing import Any
 
 import pymongo
+import pymongo.errors
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
+from common.errors import DuplicateId
 from common.model import PENDING, QUEUED, RETRY_SCHEDULED, SENDING, Notification
 from common.store.base import Cursor, NotificationStore, Page, clamp_limit
 
 NO_ID = {"_id": False, "claim": False}
+
+
+def _to_document(notification: Notification) -> dict:
+    document = asdict(notification)
+    del document["duplicate"]  # a property of one reply, not of the notification
+    return document
 
 
 def _to_notification(document: dict) -> Notification:
@@ -45,11 +53,14 @@ class MongoStore(NotificationStore):
         self.collection.create_index([("claim", ASCENDING)], sparse=True)
 
     def add(self, notification: Notification) -> None:
-        self.collection.insert_one(asdict(notification))
+        try:
+            self.collection.insert_one(_to_document(notification))
+        except pymongo.errors.DuplicateKeyError as error:
+            raise DuplicateId(notification.id) from error
 
     def add_many(self, notifications: Sequence[Notification]) -> None:
         if notifications:
-            self.collection.insert_many([asdict(n) for n in notifications], ordered=True)
+            self.collection.insert_many([_to_document(n) for n in notifications], ordered=True)
 
     def get(self, notification_id: str) -> Notification | None:
         document = self.collection.find_one({"id": notification_id}, NO_ID)

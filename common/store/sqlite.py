@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from common.errors import DuplicateId
 from common.model import (
     PENDING,
     QUEUED,
@@ -128,10 +129,13 @@ class SqliteStore(NotificationStore):
 
     def add(self, notification: Notification) -> None:
         placeholders = ",".join("?" * len(COLUMNS))
-        self._connection().execute(
-            f"INSERT INTO notifications ({','.join(COLUMNS)}) VALUES ({placeholders})",
-            _row_values(notification),
-        )
+        try:
+            self._connection().execute(
+                f"INSERT INTO notifications ({','.join(COLUMNS)}) VALUES ({placeholders})",
+                _row_values(notification),
+            )
+        except sqlite3.IntegrityError as error:
+            raise DuplicateId(notification.id) from error
 
     def add_many(self, notifications: Sequence[Notification]) -> None:
         if not notifications:
