@@ -10,6 +10,9 @@ import pytest
 from common.config import load_settings
 from common.store.sqlite import SqliteStore
 
+# The real SMTP server and the Twilio-compatible endpoint, for every test module.
+pytest_plugins = ["tests.support.fixtures"]
+
 RABBITMQ_TEST_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 

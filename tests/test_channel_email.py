@@ -1,0 +1,248 @@
+"""EmailChannel against a real SMTP server (aiosmtpd): what arrives, and how refusals classify."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+
+import pytest
+
+from common.channels.base import Outcome
+from common.channels.email import EmailChannel, build_message, classify_smtp_error
+from common.config import load_settings
+from common.model import EMAIL, Notification
+from tests.support.fixtures import unused_port
+from tests.support.smtp_server import (
+    REJECT,
+    REJECT_DATA,
+    TEMPFAIL,
+    TEMPFAIL_DATA,
+    SmtpServer,
+)
+
+
+def email(**changes) -> Notification:
+    values = dict(
+        user_id="user-1",
+        notification_type=EMAIL,
+        message="Your parcel has shipped.",
+        email="alice@example.com",
+        subject="Shipping update",
+    )
+    return Notification(**{**values, **changes})
+
+
+def channel_for(server: SmtpServer, tmp_path, **env) -> EmailChannel:
+    settings = load_settings({**server.env(), "DATA_DIR": str(tmp_path), **env})
+    context = server.client_ssl_context() if server.tls else None
+    return EmailChannel(settings, ssl_context=context)
+
+
+def test_message_arrives_with_its_headers(smtp_server, tmp_path):
+    notification = email()
+
+    result = channel_for(smtp_server, tmp_path).deliver(notification)
+
+    assert result.outcome is Outcome.SENT
+    (mail,) = smtp_server.wait_for_messages(1)
+    assert mail.rcpt_tos == ["alice@example.com"]
+    assert mail.mail_from == "notifications@example.com"
+    assert mail.message["To"] == "alice@example.com"
+    assert mail.message["From"] == "notifications@example.com"
+    assert mail.message["Subject"] == "Shipping update"
+    assert mail.message["X-Notification-Id"] == notification.id
+    assert mail.message["Message-ID"] == f"<{notification.id}@example.com>"
+    assert mail.message["Message-ID"] in result.detail
+    assert mail.message.get_content().strip() == "Your parcel has shipped."
+
+
+def test_default_subject_and_unicode_body(smtp_server, tmp_path):
+    channel = channel_for(smtp_server, tmp_path, MAIL_DEFAULT_SUBJECT="News for you")
+
+    result = channel.deliver(email(subject=None, message="Grüße — 你好"))
+
+    assert result.outcome is Outcome.SENT
+    (mail,) = smtp_server.wait_for_messages(1)
+    assert mail.message["Subject"] == "News for you"
+    assert mail.message.get_content().strip() == "Grüße — 你好"
+
+
+def test_message_id_is_stable_across_retries(smtp_server, tmp_path):
+    channel = channel_for(smtp_server, tmp_path)
+    notification = email()
+
+    channel.deliver(notification)
+    channel.deliver(notification)
+
+    first, second = smtp_server.wait_for_messages(2)
+    assert first.message["Message-ID"] == second.message["Message-ID"]
+
+
+def test_crlf_in_subject_adds_no_header_and_no_recipient(smtp_server, tmp_path):
+    result = channel_for(smtp_server, tmp_path).deliver(email(subject="hi\r\nBcc: evil@x.com"))
+
+    assert result.outcome is Outcome.SENT
+    (mail,) = smtp_server.wait_for_messages(1)
+    assert mail.rcpt_tos == ["alice@example.com"]
+    assert mail.message["Bcc"] is None
+    assert b"\nBcc:" not in mail.raw and b"\rBcc:" not in mail.raw
+    assert mail.message["Subject"] == "hi Bcc: evil@x.com"  # kept as text on one line
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["alice@example.com\r\nBcc: evil@x.com", "alice@example.com\nCc: evil@x.com"],
+)
+def test_crlf_in_address_is_permanent_and_sends_nothing(smtp_server, tmp_path, address):
+    result = channel_for(smtp_server, tmp_path).deliver(email(email=address))
+
+    assert result.outcome is Outcome.PERMANENT
+    assert "invalid email address" in result.detail
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize("address", [None, "", "alice@example.com, evil@x.com", "not-an-address"])
+def test_missing_or_malformed_address_is_permanent(smtp_server, tmp_path, address):
+    result = channel_for(smtp_server, tmp_path).deliver(email(email=address))
+
+    assert result.outcome is Outcome.PERMANENT
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    "mode, outcome, code",
+    [
+        (TEMPFAIL, Outcome.TRANSIENT, "451"),
+        (REJECT, Outcome.PERMANENT, "550"),
+        (TEMPFAIL_DATA, Outcome.TRANSIENT, "451"),
+        (REJECT_DATA, Outcome.PERMANENT, "554"),
+    ],
+)
+def test_server_refusals_are_classified_by_reply_code(smtp_server, tmp_path, mode, outcome, code):
+    smtp_server.mode = mode
+
+    result = channel_for(smtp_server, tmp_path).deliver(email())
+
+    assert result.outcome is outcome
+    assert code in result.detail
+    assert smtp_server.messages == []
+
+
+def test_retry_succeeds_once_the_server_accepts_again(smtp_server, tmp_path):
+    channel = channel_for(smtp_server, tmp_path)
+    smtp_server.mode = TEMPFAIL
+    assert channel.deliver(email()).outcome is Outcome.TRANSIENT
+
+    smtp_server.mode = "accept"
+
+    assert channel.deliver(email()).outcome is Outcome.SENT
+    assert len(smtp_server.wait_for_messages(1)) == 1
+
+
+def test_connection_refused_is_transient(tmp_path):
+    env = {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(unused_port()), "MAIL_USE_TLS": "false"}
+    settings = load_settings({**env, "MAIL_DEFAULT_SENDER": "n@example.com", "MAIL_TIMEOUT": "2"})
+
+    result = EmailChannel(settings).deliver(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert "refused" in result.detail.lower()
+
+
+def test_silent_server_times_out_as_transient(tmp_path):
+    # Listening but never answering: the TCP connection opens, the greeting never comes.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        env = {"MAIL_SERVER": "127.0.0.1", "MAIL_PORT": str(port), "MAIL_USE_TLS": "false"}
+        settings = load_settings({**env, "MAIL_DEFAULT_SENDER": "n@x.com", "MAIL_TIMEOUT": "0.3"})
+
+        result = EmailChannel(settings).deliver(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert "timed out" in result.detail
+
+
+def test_starttls_requested_but_not_offered_is_transient(smtp_server, tmp_path):
+    result = channel_for(smtp_server, tmp_path, MAIL_USE_TLS="true").deliver(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert "STARTTLS" in result.detail
+    assert smtp_server.messages == []
+
+
+def test_login_with_the_right_password(tmp_path):
+    with SmtpServer(auth=("mailer", "s3cret")) as server:
+        result = channel_for(server, tmp_path).deliver(email())
+
+        assert result.outcome is Outcome.SENT
+        assert server.logins == ["mailer"]
+        assert len(server.wait_for_messages(1)) == 1
+
+
+def test_wrong_password_is_transient_authentication_failure(tmp_path):
+    with SmtpServer(auth=("mailer", "s3cret")) as server:
+        result = channel_for(server, tmp_path, MAIL_PASSWORD="wrong").deliver(email())
+
+        assert result.outcome is Outcome.TRANSIENT
+        assert "authentication failed" in result.detail
+        assert "535" in result.detail
+        assert server.messages == []
+
+
+@pytest.mark.parametrize("tls", ["starttls", "ssl"])
+def test_encrypted_delivery_verifies_the_certificate(tmp_path, tls):
+    with SmtpServer(tls=tls, auth=("mailer", "s3cret")) as server:
+        channel = channel_for(server, tmp_path)
+        assert ("STARTTLS" if tls == "starttls" else "SSL") in channel.description
+
+        result = channel.deliver(email())
+
+        assert result.outcome is Outcome.SENT, result.detail
+        assert server.wait_for_messages(1)[0].message["X-Notification-Id"]
+
+
+def test_untrusted_certificate_is_refused_as_transient(tmp_path):
+    with SmtpServer(tls="starttls") as server:
+        settings = load_settings({**server.env(), "DATA_DIR": str(tmp_path)})
+
+        result = EmailChannel(settings).deliver(email())  # the system CAs: test CA unknown
+
+        assert result.outcome is Outcome.TRANSIENT
+        assert "certificate" in result.detail.lower()
+        assert server.messages == []
+
+
+def test_description_names_server_and_security(smtp_server, tmp_path):
+    channel = channel_for(smtp_server, tmp_path)
+
+    assert channel.description.startswith(f"email via SMTP 127.0.0.1:{smtp_server.port}")
+    assert channel.check().startswith("SMTP 127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    "error, outcome",
+    [
+        (smtplib.SMTPSenderRefused(553, b"5.7.1 sender not allowed", "n@x.com"), Outcome.PERMANENT),
+        (smtplib.SMTPSenderRefused(421, b"4.7.0 too busy", "n@x.com"), Outcome.TRANSIENT),
+        (smtplib.SMTPDataError(552, b"5.3.4 message too big"), Outcome.PERMANENT),
+        (smtplib.SMTPAuthenticationError(535, b"5.7.8 bad credentials"), Outcome.TRANSIENT),
+        (smtplib.SMTPResponseException(530, b"5.7.0 authentication required"), Outcome.TRANSIENT),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), Outcome.TRANSIENT),
+        (ssl.SSLError("handshake failed"), Outcome.TRANSIENT),
+        (RuntimeError("anything else"), Outcome.TRANSIENT),
+    ],
+)
+def test_classification_of_smtplib_errors(error, outcome):
+    result = classify_smtp_error(error, "smtp.example.com:587")
+
+    assert result.outcome is outcome
+    if isinstance(error, smtplib.SMTPResponseException):
+        assert str(error.smtp_code) in result.detail
+
+
+def test_build_message_keeps_display_names_out_of_the_message_id():
+    message = build_message(email(), "Shop <shop@example.com>", "News")
+
+    assert message["From"] == "Shop <shop@example.com>"
+    assert message["Message-ID"].endswith("@example.com>")

@@ -1,0 +1,148 @@
+"""SmsChannel with the real twilio client against FakeTwilio: the request it makes, and how
+Twilio's answers classify."""
+
+from __future__ import annotations
+
+import pytest
+from twilio.base.exceptions import TwilioRestException
+
+from common.channels.base import Outcome
+from common.channels.sms import SmsChannel, classify_twilio_error
+from common.config import load_settings
+from common.model import SMS, Notification
+from tests.support.fake_twilio import (
+    INVALID_NUMBER,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    SLOW,
+    FakeTwilio,
+)
+from tests.support.fixtures import unused_port
+
+
+def sms(**changes) -> Notification:
+    values = dict(
+        user_id="user-1", notification_type=SMS, message="Code: 123456", phone="+14155550123"
+    )
+    return Notification(**{**values, **changes})
+
+
+def channel_for(twilio: FakeTwilio, tmp_path, timeout: float = 2.0, **env) -> SmsChannel:
+    settings = load_settings({**twilio.env(), "DATA_DIR": str(tmp_path), **env})
+    return SmsChannel(settings, timeout=timeout)
+
+
+def test_sends_to_from_and_body_with_basic_auth(fake_twilio, tmp_path):
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.SENT
+    assert result.detail.startswith("Twilio message SM")
+    (request,) = fake_twilio.wait_for_requests(1)
+    assert request.method == "POST"
+    assert request.path == f"/2010-04-01/Accounts/{fake_twilio.account_sid}/Messages.json"
+    assert request.form == {"To": "+14155550123", "From": "+15005550006", "Body": "Code: 123456"}
+    assert (request.username, request.password) == (fake_twilio.account_sid, "test-auth-token")
+
+
+def test_one_client_serves_every_delivery(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path)
+    client = channel.client
+
+    for _ in range(3):
+        assert channel.deliver(sms()).outcome is Outcome.SENT
+
+    assert channel.client is client
+    assert len(fake_twilio.wait_for_requests(3)) == 3
+
+
+@pytest.mark.parametrize("mode, code", [(SERVER_ERROR, "20500"), (RATE_LIMITED, "20429")])
+def test_server_errors_and_rate_limits_are_transient(fake_twilio, tmp_path, mode, code):
+    fake_twilio.mode = mode
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert code in result.detail
+
+
+def test_invalid_number_is_permanent_with_twilio_code(fake_twilio, tmp_path):
+    fake_twilio.mode = INVALID_NUMBER
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.PERMANENT
+    assert "Twilio error 21211" in result.detail
+    assert "is not a valid phone number" in result.detail
+
+
+def test_wrong_token_is_transient_authentication_failure(fake_twilio, tmp_path):
+    result = channel_for(fake_twilio, tmp_path, TWILIO_AUTH_TOKEN="wrong").deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert "authentication failed" in result.detail
+    assert "20003" in result.detail
+
+
+def test_closed_port_is_transient(tmp_path):
+    with FakeTwilio() as twilio:
+        env = {**twilio.env(), "TWILIO_API_BASE_URL": f"http://127.0.0.1:{unused_port()}"}
+    settings = load_settings({**env, "DATA_DIR": str(tmp_path)})
+
+    result = SmsChannel(settings, timeout=2.0).deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert "cannot reach Twilio" in result.detail
+
+
+def test_slow_answer_times_out_as_transient(tmp_path):
+    with FakeTwilio(SLOW, slow_seconds=1.0) as twilio:
+        result = channel_for(twilio, tmp_path, timeout=0.3).deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert "did not answer within 0.3 s" in result.detail
+
+
+def test_missing_phone_is_permanent_and_sends_nothing(fake_twilio, tmp_path):
+    result = channel_for(fake_twilio, tmp_path).deliver(sms(phone=None))
+
+    assert result.outcome is Outcome.PERMANENT
+    assert fake_twilio.requests == []
+
+
+def test_retry_succeeds_once_twilio_recovers(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path)
+    fake_twilio.mode = SERVER_ERROR
+    assert channel.deliver(sms()).outcome is Outcome.TRANSIENT
+
+    fake_twilio.mode = "ok"
+
+    assert channel.deliver(sms()).outcome is Outcome.SENT
+
+
+def test_description_and_check(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path)
+
+    assert fake_twilio.base_url in channel.description
+    assert "+15005550006" in channel.description
+    assert channel.check() == "Twilio account Fake Twilio test account is active"
+
+
+@pytest.mark.parametrize(
+    "status, code, outcome",
+    [
+        (400, 21211, Outcome.PERMANENT),
+        (400, 21610, Outcome.PERMANENT),  # the recipient unsubscribed (STOP)
+        (403, 21408, Outcome.PERMANENT),  # no permission for the destination's region
+        (404, 20404, Outcome.PERMANENT),
+        (401, 20003, Outcome.TRANSIENT),
+        (429, 20429, Outcome.TRANSIENT),
+        (503, 20503, Outcome.TRANSIENT),
+    ],
+)
+def test_classification_by_http_status(status, code, outcome):
+    error = TwilioRestException(status, "/Messages.json", "Unable to create record: nope", code)
+
+    result = classify_twilio_error(error)
+
+    assert result.outcome is outcome
+    assert result.detail.endswith(f"Twilio error {code}: nope")
