@@ -12,13 +12,17 @@ router = Router()
 
 @router.route("/notifications", methods=("POST",))
 def send(request):
-    notification = get_service().submit(read_json(request))
+    key = request.headers.get("Idempotency-Key")
+    notification = get_service().submit(read_json(request), idempotency_key=key)
     body = {
         "id": notification.id,
         "status": notification.status,
+        "duplicate": notification.duplicate,
         "notification": notification.to_dict(),
     }
-    return json_response(body, 201, headers={"Location": f"/notifications/{notification.id}"})
+    # A repeated Idempotency-Key finds the first notification: 200, and nothing is sent again.
+    status = 200 if notification.duplicate else 201
+    return json_response(body, status, headers={"Location": f"/notifications/{notification.id}"})
 
 
 @router.route("/notifications/batch", methods=("POST",))

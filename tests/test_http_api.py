@@ -1,0 +1,201 @@
+"""The JSON API through the runner's router and each function's own Flask app.
+
+Requests go through `common.hosting.FunctionRouter`, the same WSGI app the runner serves, so
+routing, validation and error replies are those a user sees.
+"""
+
+from __future__ import annotations
+
+import pytest
+from werkzeug.test import Client
+
+from common.channels import make_channels
+from common.hosting import FunctionRouter
+from common.queue.memory import MemoryQueue
+from common.runtime import set_service
+from common.service import NotificationService
+from common.store.sqlite import SqliteStore
+
+
+@pytest.fixture(scope="module")
+def router():
+    return FunctionRouter()
+
+
+@pytest.fixture
+def service(settings):
+    service = NotificationService(
+        settings,
+        SqliteStore(settings.data_dir / "notifications.db"),
+        MemoryQueue(),
+        make_channels(settings),
+    )
+    set_service(service)
+    yield service
+    set_service(None)
+
+
+@pytest.fixture
+def client(router, service):
+    return Client(router)
+
+
+def post(client, path, json=None, data=None, headers=None):
+    return client.post(path, json=json, data=data, headers=headers or {})
+
+
+def valid(kind="in_app", **extra):
+    payload = {"user_id": "u1", "notification_type": kind, "message": "hello"}
+    payload.update(extra)
+    return payload
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        valid(),
+        valid("in-app"),
+        valid("email", email="ann@example.com", subject="Hi"),
+        valid("sms", phone="+14155550123"),
+    ],
+)
+def test_a_valid_send_is_accepted_and_stored(client, payload):
+    reply = post(client, "/notifications", json=payload)
+    assert reply.status_code == 201
+    body = reply.get_json()
+    assert (
+        body["status"] == "queued" and reply.headers["Location"] == f"/notifications/{body['id']}"
+    )
+    stored = client.get(f"/notifications/{body['id']}").get_json()
+    assert stored["message"] == "hello" and stored["user_id"] == "u1"
+
+
+@pytest.mark.parametrize(
+    ("payload", "bad_fields"),
+    [
+        (valid("email"), {"email"}),
+        (valid("email", email="nope"), {"email"}),
+        (valid("sms", phone="555-1234"), {"phone"}),
+        (valid("pigeon"), {"notification_type"}),
+        ({"notification_type": "in_app"}, {"user_id", "message"}),
+        (valid(user_id="x" * 200), {"user_id"}),
+        (valid(message=""), {"message"}),
+    ],
+)
+def test_bad_input_is_a_400_naming_each_field_and_stores_nothing(
+    client, service, payload, bad_fields
+):
+    reply = post(client, "/notifications", json=payload)
+    assert reply.status_code == 400
+    assert set(reply.get_json()["fields"]) == bad_fields
+    assert service.stats()["total"] == 0
+
+
+@pytest.mark.parametrize("body", [b"", b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe"])
+def test_a_body_that_is_not_a_json_object_is_a_400(client, service, body):
+    reply = post(client, "/notifications", data=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == 400 and "error" in reply.get_json()
+    assert service.stats()["total"] == 0
+
+
+def test_an_idempotency_key_makes_a_resubmission_harmless(client, service):
+    headers = {"Idempotency-Key": "order-42"}
+    first = post(client, "/notifications", json=valid(), headers=headers)
+    again = post(client, "/notifications", json=valid(), headers=headers)
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"] and again.get_json()["duplicate"]
+    assert service.stats()["total"] == 1
+
+
+def test_listing_filters_by_type_and_status_and_pages_newest_first(client):
+    ids = [post(client, "/notifications", json=valid()).get_json()["id"] for _ in range(5)]
+    post(client, "/notifications", json=valid("email", email="a@b.co"))
+    post(client, "/notifications", json={**valid(), "user_id": "other"})
+
+    everything = client.get("/users/u1/notifications").get_json()
+    assert everything["count"] == 6 and everything["next_cursor"] is None
+    emails = client.get("/users/u1/notifications?type=email").get_json()
+    assert [n["notification_type"] for n in emails["notifications"]] == ["email"]
+    in_app = client.get("/users/u1/notifications?type=in-app&status=queued").get_json()
+    assert in_app["count"] == 5
+
+    seen, cursor = [], ""
+    while True:
+        page = client.get(f"/users/u1/notifications?type=in_app&limit=2&cursor={cursor}").get_json()
+        seen += [n["id"] for n in page["notifications"]]
+        if not page["next_cursor"]:
+            break
+        cursor = page["next_cursor"]
+    # Pages join into the same newest-first order as one big page (ties broken by id).
+    unpaged = client.get("/users/u1/notifications?type=in_app").get_json()["notifications"]
+    assert seen == [n["id"] for n in unpaged] and sorted(seen) == sorted(ids)
+    created = [n["created_at"] for n in unpaged]
+    assert created == sorted(created, reverse=True)
+
+
+@pytest.mark.parametrize(
+    "query", ["type=fax", "status=lost", "limit=0", "limit=abc", "limit=500", "cursor=garbage"]
+)
+def test_bad_list_queries_are_400s(client, query):
+    reply = client.get(f"/users/u1/notifications?{query}")
+    assert reply.status_code == 400 and reply.get_json()["fields"]
+
+
+def test_unknown_ids_and_routes_are_json_404s(client):
+    for path in ("/notifications/no-such-id", "/nowhere"):
+        reply = client.get(path)
+        assert reply.status_code == 404 and "error" in reply.get_json()
+    assert post(client, "/notifications/no-such-id/retry").status_code == 404
+
+
+def test_a_wrong_method_is_a_json_405(client):
+    reply = client.delete("/notifications")
+    assert reply.status_code == 405 and "POST" in reply.get_json()["error"]
+
+
+def test_retry_refuses_a_sent_notification(client, service):
+    created = post(client, "/notifications", json=valid()).get_json()
+    service.deliver(service.queue.get(timeout=1))
+    reply = post(client, f"/notifications/{created['id']}/retry")
+    assert reply.status_code == 409 and "already sent" in reply.get_json()["error"]
+
+
+def test_stats_count_by_status_and_type(client):
+    post(client, "/notifications", json=valid())
+    post(client, "/notifications", json=valid("sms", phone="+14155550123"))
+    stats = client.get("/stats").get_json()
+    assert stats["total"] == 2 and stats["by_status"]["queued"] == 2
+    assert stats["by_type"] == {"email": 0, "sms": 1, "in_app": 1}
+    assert stats["queue"] == {"messages": 2, "dead_letters": 0}
+
+
+def test_batch_reports_each_item(client, service):
+    reply = post(
+        client,
+        "/notifications/batch",
+        json={"notifications": [valid(), valid("email"), valid("sms", phone="+14155550123")]},
+    )
+    body = reply.get_json()
+    assert reply.status_code == 201 and body["accepted"] == 2 and body["rejected"] == 1
+    assert body["results"][1]["fields"] == {"email": "is required for an email notification"}
+    assert service.stats()["total"] == 2
+
+
+def test_an_unexpected_error_is_a_json_500_without_a_traceback(client, service, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service, "stats", broken)
+    reply = client.get("/stats")
+    assert reply.status_code == 500
+    assert "disk on fire" not in reply.get_data(as_text=True)
+    assert reply.get_json()["error"].startswith("internal error")
+
+
+def test_a_store_outage_is_a_503_and_nothing_is_half_stored(client, service, monkeypatch):
+    def down(notification):
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(service.store, "add", down)
+    reply = post(client, "/notifications", json=valid())
+    assert reply.status_code == 503 and "nothing was stored" in reply.get_json()["error"]
