@@ -1,0 +1,102 @@
+"""`local_runner.py check`, `sweep` and `serve` as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.support.fixtures import unused_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MAIL_", "TWILIO_"))}
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "local_runner.py"), *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_prints_the_configuration_masked_and_probes_each_backend(
+    tmp_path, rabbit_url, smtp_server
+):
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "RABBITMQ_URL": rabbit_url,
+        **smtp_server.env(),
+        "MAIL_USERNAME": "mailer",
+        "MAIL_PASSWORD": "s3cret-pass",
+        "MAIL_USE_TLS": "false",
+    }
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert "s3cret-pass" not in result.stdout and "MAIL_PASSWORD            ****" in result.stdout
+    assert "amqp://guest:****@127.0.0.1" in result.stdout
+    assert "ok   store" in result.stdout and "ok   queue" in result.stdout
+
+
+def test_check_names_a_backend_that_does_not_answer(tmp_path):
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F",
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": str(unused_port()),
+        "MAIL_DEFAULT_SENDER": "n@example.com",
+    }
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "FAIL queue" in result.stdout and "FAIL email" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_sweep_runs_once_and_exits(tmp_path):
+    result = run_cli("sweep", env={"DATA_DIR": str(tmp_path / "data")}, cwd=tmp_path)
+    assert result.returncode == 0 and "requeued 0" in result.stdout
+
+
+def test_serve_stops_cleanly_on_sigterm(tmp_path):
+    port = unused_port()
+    env = {k: v for k, v in os.environ.items() if k != "RABBITMQ_URL"}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "SWEEP_INTERVAL": "0.2"})
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "local_runner.py"), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/stats", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        reply = requests.post(
+            f"http://127.0.0.1:{port}/notifications",
+            json={"user_id": "u1", "notification_type": "in_app", "message": "bye"},
+            timeout=5,
+        )
+        assert reply.status_code == 201
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "event=background_stopped" in output
+    assert f"notification={reply.json()['id']} event=sent" in output
