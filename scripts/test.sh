@@ -18,7 +18,8 @@ fi
 if ! command -v chromium >/dev/null 2>&1; then
     echo "installing Debian's chromium for the browser tests" >&2
     if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core fonts-liberation >/dev/null
 fi
 
 "$PYTHON" -m ruff check .

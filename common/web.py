@@ -1,0 +1,226 @@
+"""Rendering for the web pages: the Jinja2 templates under templates/, the CSRF cookie every page
+sets, security headers, HTML error pages and the static files.
+
+Pages call the service in-process; the browser then polls the JSON API for live updates.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import flask
+import jinja2
+from werkzeug.exceptions import NotFound as NoSuchFile
+
+from common import web_csrf
+from common.errors import NotFound, ServiceError
+from common.model import (
+    EMAIL,
+    FAILED_PERMANENTLY,
+    IN_APP,
+    PENDING,
+    QUEUED,
+    RETRY_SCHEDULED,
+    RETRYABLE_BY_HAND,
+    SENDING,
+    SENT,
+    SMS,
+    STATUSES,
+    TYPES,
+)
+from common.runtime import get_service
+
+log = logging.getLogger("notifications.web")
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = ROOT / "templates"
+STATIC_DIR = TEMPLATES_DIR / "static"
+
+STATUS_LABELS = {
+    PENDING: "Pending",
+    QUEUED: "Queued",
+    SENDING: "Sending",
+    SENT: "Sent",
+    RETRY_SCHEDULED: "Retry scheduled",
+    FAILED_PERMANENTLY: "Failed",
+}
+TYPE_LABELS = {IN_APP: "In-app", EMAIL: "Email", SMS: "SMS"}
+IN_FLIGHT = (PENDING, QUEUED, SENDING)
+NAV = (
+    ("/", "Home", "home"),
+    ("/send-notification", "Send", "send"),
+    ("/users", "Users", "users"),
+    ("/dashboard", "Dashboard", "dashboard"),
+)
+# Pages load nothing from elsewhere and run no inline script: the policy says so to the browser.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        "object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+View = Callable[..., flask.Response]
+
+
+def static_url(name: str) -> str:
+    """The file's address with a version taken from its size and age, so caches never go stale."""
+    try:
+        info = (STATIC_DIR / name).stat()
+        version = f"{int(info.st_mtime):x}{info.st_size:x}"
+    except OSError:
+        version = "0"
+    return f"/static/{name}?v={version}"
+
+
+def user_url(user_id: str, **query: str | None) -> str:
+    path = f"/users/{quote(user_id, safe='@:+')}"
+    params = {key: value for key, value in query.items() if value}
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+def format_time(value: str | datetime | None) -> str:
+    """An absolute UTC time for people; the page's script turns it into local and relative."""
+    if not value:
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    return value.astimezone(UTC).strftime("%d %b %Y, %H:%M:%S UTC")
+
+
+def human_duration(seconds: float) -> str:
+    for size, unit in ((3600, "h"), (60, "min")):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)} {unit}"
+    return f"{seconds:g} s"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.globals.update(
+        nav=NAV,
+        static=static_url,
+        user_url=user_url,
+        status_labels=STATUS_LABELS,
+        type_labels=TYPE_LABELS,
+        statuses=STATUSES,
+        types=TYPES,
+        retryable=RETRYABLE_BY_HAND,
+    )
+    env.filters["when"] = format_time
+    env.filters["duration"] = human_duration
+    return env
+
+
+def _html(body: str, status: int) -> flask.Response:
+    response = flask.Response(body, status=status, mimetype="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def render(request: flask.Request, template: str, status: int = 200, **context: Any):
+    """A page, with the CSRF token its forms carry and the cookie that token must match."""
+    value = web_csrf.cookie_value(request)
+    token = web_csrf.form_token(value, get_service().settings.csrf_secret)
+    context.setdefault("active", "")
+    page = environment().get_template(template).render(csrf_token=token, **context)
+    response = _html(page, status)
+    web_csrf.set_cookie(response, value, secure=request.is_secure)
+    return response
+
+
+def error_page(status: int, title: str, detail: str) -> flask.Response:
+    """An error as a page (no service call, so it renders even when the backends are down)."""
+    body = (
+        environment()
+        .get_template("error.html")
+        .render(status=status, title=title, detail=detail, active="", csrf_token="")
+    )
+    return _html(body, status)
+
+
+def redirect(location: str) -> flask.Response:
+    """303: after a POST, the browser GETs the result, so reloading never posts again."""
+    return flask.Response(status=303, headers={"Location": location})
+
+
+def page(view: View) -> View:
+    """HTML error pages instead of JSON ones, and the security headers on every reply."""
+
+    @functools.wraps(view)
+    def wrapper(request: flask.Request, **kwargs: Any) -> flask.Response:
+        try:
+            response = view(request, **kwargs)
+        except web_csrf.CsrfRejected as error:
+            log.warning("event=csrf_rejected path=%s reason=%s", request.path, error)
+            response = error_page(
+                403,
+                "This form has expired",
+                "Nothing was sent. The form was missing its security token, or was opened in "
+                "another browser session. Go back, reload the form and send it again.",
+            )
+        except NotFound as error:
+            response = error_page(404, "Not found", error.message)
+        except ServiceError as error:
+            response = error_page(error.http_status, "Something went wrong", error.message)
+        except Exception:
+            log.exception("event=unhandled_error view=%s", view.__name__)
+            response = error_page(
+                500, "Something went wrong", "The details are in the service log."
+            )
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    return wrapper
+
+
+def share_static_folder() -> None:
+    """Call at import: functions-framework's Flask app keeps Flask's own `/static/<filename>`
+    rule, matched before the function sees a request; point it at templates/static as well."""
+    if flask.has_app_context():
+        flask.current_app.static_folder = str(STATIC_DIR)
+
+
+def static_file(name: str) -> flask.Response:
+    try:
+        response = flask.send_from_directory(STATIC_DIR, name, max_age=86400)
+    except NoSuchFile:
+        return error_page(404, "Not found", f"There is no file {name!r} here.")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def stats_view(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The /stats numbers plus what the pages show: in-flight total and each bar's share."""
+    total = stats["total"]
+    by_status = stats["by_status"]
+
+    def share(count: int) -> float:
+        return round(100 * count / total, 1) if total else 0.0
+
+    return {
+        **stats,
+        "in_flight": sum(by_status.get(s, 0) for s in IN_FLIGHT),
+        "status_share": {s: share(by_status.get(s, 0)) for s in STATUSES},
+        "type_share": {t: share(stats["by_type"].get(t, 0)) for t in TYPES},
+    }

@@ -1,0 +1,95 @@
+"""A user's notifications as a page: the filters and paging of `GET /users/<id>/notifications`,
+and the manual retry its rows offer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from urllib.parse import quote, urlencode
+
+import flask
+
+from common.errors import NotFound, ValidationError
+from common.model import Notification
+from common.runtime import get_service
+from common.web import render, user_url
+
+PAGE_SIZES = ("10", "20", "50", "100")
+DEFAULT_PAGE_SIZE = "20"
+
+
+@dataclass(frozen=True)
+class ListingQuery:
+    """The page's query string, as typed; the service validates it."""
+
+    type: str = ""
+    status: str = ""
+    limit: str = ""
+    cursor: str = ""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> ListingQuery:
+        return cls(**{name: str(args.get(name) or "")[:500] for name in asdict(cls())})
+
+    def params(self, **changes: str) -> dict[str, str]:
+        return {k: v for k, v in asdict(replace(self, **changes)).items() if v}
+
+    @property
+    def page_size(self) -> str:
+        return self.limit or DEFAULT_PAGE_SIZE
+
+
+def api_url(user_id: str, query: ListingQuery) -> str:
+    """The JSON API address for the same listing, which the page polls for live updates."""
+    params = query.params(limit=query.page_size)
+    return f"/users/{quote(user_id, safe='@:+')}/notifications?{urlencode(params)}"
+
+
+def render_user_page(
+    request: flask.Request,
+    user_id: str,
+    query: ListingQuery,
+    *,
+    notice: str | None = None,
+    status: int = 200,
+) -> flask.Response:
+    errors: dict[str, str] = {}
+    items: list[Notification] = []
+    next_cursor = None
+    try:
+        page = get_service().list_for_user(
+            user_id,
+            notification_type=query.type,
+            status=query.status,
+            limit=query.page_size,
+            cursor=query.cursor,
+        )
+        items, next_cursor = page.items, page.next_cursor
+    except ValidationError as error:
+        errors = dict(error.fields)
+        status = 400
+    return render(
+        request,
+        "user.html",
+        status,
+        active="users",
+        user_id=user_id,
+        query=query,
+        page_sizes=PAGE_SIZES,
+        notifications=[n.to_dict() for n in items],
+        errors=errors,
+        notice=notice,
+        retried=request.args.get("retried", "")[:64],
+        api_url=api_url(user_id, query),
+        this_url=user_url(user_id, **query.params()),
+        next_url=user_url(user_id, **query.params(cursor=next_cursor)) if next_cursor else None,
+        first_url=user_url(user_id, **query.params(cursor="")) if query.cursor else None,
+    )
+
+
+def retry_for_user(user_id: str, notification_id: str) -> Notification:
+    """Manual retry from the user's page; a notification of another user is not found here."""
+    service = get_service()
+    if not notification_id or service.get(notification_id).user_id != user_id:
+        raise NotFound(f"user {user_id} has no notification {notification_id or '(none)'}")
+    return service.retry(notification_id)

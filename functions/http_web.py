@@ -1,0 +1,123 @@
+"""HTTP function: the web interface (home, send form, a user's notifications, dashboard).
+
+Pages are rendered from templates/ with the service called in-process; their scripts poll the
+JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live updates.
+"""
+
+import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
+import functions_framework
+
+from common import web_csrf
+from common.errors import Conflict, Unavailable, ValidationError
+from common.http import Router
+from common.runtime import get_service, require_valid_settings
+from common.web import (
+    page,
+    redirect,
+    render,
+    share_static_folder,
+    static_file,
+    stats_view,
+    user_url,
+)
+from common.web_forms import TYPE_CHOICES, SendForm
+from common.web_listing import ListingQuery, render_user_page, retry_for_user
+
+require_valid_settings()
+share_static_folder()
+router = Router()
+
+
+def _verify_csrf(request) -> None:
+    web_csrf.verify(request, get_service().settings.csrf_secret)
+
+
+@router.route("/", methods=("GET",))
+@page
+def home(request):
+    service = get_service()
+    return render(
+        request,
+        "home.html",
+        active="home",
+        stats=stats_view(service.stats()),
+        retry_schedule=service.settings.retry_schedule,
+    )
+
+
+def _send_page(request, form: SendForm, status: int = 200, sent=None, duplicate=False):
+    return render(
+        request,
+        "send.html",
+        status,
+        active="send",
+        form=form,
+        type_choices=TYPE_CHOICES,
+        sent=sent.to_dict() if sent else None,
+        duplicate=duplicate,
+    )
+
+
+@router.route("/send-notification", methods=("GET", "POST"))
+@page
+def send_notification(request):
+    if request.method == "GET":
+        sent_id = request.args.get("sent")
+        sent = get_service().get(sent_id) if sent_id else None
+        prefill = {"user_id": sent.user_id, "type": sent.notification_type} if sent else None
+        form = SendForm.blank(prefill or request.args)
+        return _send_page(request, form, sent=sent, duplicate=bool(request.args.get("duplicate")))
+    _verify_csrf(request)
+    form = SendForm.from_post(request.form)
+    if form.has_errors:
+        return _send_page(request, form, 400)
+    try:
+        sent = get_service().submit(form.payload(), idempotency_key=form.submission_key)
+    except ValidationError as error:
+        return _send_page(request, form.with_errors(error.fields, error.message), 400)
+    except Unavailable as error:  # keep what was typed: sending again later may work
+        return _send_page(request, form.with_form_error(error.message), 503)
+    return redirect(f"/send-notification?sent={sent.id}{'&duplicate=1' if sent.duplicate else ''}")
+
+
+@router.route("/users", methods=("GET",))
+@page
+def find_user(request):
+    user_id = request.args.get("user_id", "").strip()
+    if user_id:
+        return redirect(user_url(user_id))
+    error = "Enter a user id" if "user_id" in request.args else None
+    return render(request, "users.html", 400 if error else 200, active="users", error=error)
+
+
+@router.route("/users/<user_id>", methods=("GET", "POST"))
+@page
+def user_notifications(request, user_id):
+    query = ListingQuery.from_args(request.args)
+    if request.method == "GET":
+        return render_user_page(request, user_id, query)
+    _verify_csrf(request)
+    notification_id = request.form.get("notification_id", "")
+    try:
+        retry_for_user(user_id, notification_id)
+    except Conflict as error:
+        return render_user_page(request, user_id, query, notice=error.message, status=409)
+    return redirect(user_url(user_id, **query.params(), retried=notification_id))
+
+
+@router.route("/dashboard", methods=("GET",))
+@page
+def dashboard(request):
+    return render(
+        request, "dashboard.html", active="dashboard", stats=stats_view(get_service().stats())
+    )
+
+
+@router.route("/static/<path:name>", methods=("GET",))
+def static(request, name):
+    return static_file(name)
+
+
+@functions_framework.http
+def http_web(request):
+    return router.dispatch(request)

@@ -1,0 +1,352 @@
+/* Notify: small enhancements on top of pages that work without script.
+   - the send form hides fields the chosen type does not use, and disables itself on submit;
+   - a sent notification's status, a user's list and the counts poll the JSON API;
+   - times are shown in local time, and "in 25 s" for the next retry;
+   - the retry button retries through the JSON API without leaving the page.
+   Everything is written with textContent: no server text is ever parsed as HTML. */
+(function () {
+  "use strict";
+
+  var LABELS = {
+    pending: "Pending", queued: "Queued", sending: "Sending", sent: "Sent",
+    retry_scheduled: "Retry scheduled", failed_permanently: "Failed"
+  };
+  var TYPE_LABELS = { in_app: "In-app", email: "Email", sms: "SMS" };
+  var FINAL = { sent: true, failed_permanently: true };
+  var RETRYABLE = { failed_permanently: true, retry_scheduled: true };
+
+  function $(selector, root) { return (root || document).querySelector(selector); }
+  function $all(selector, root) {
+    return Array.prototype.slice.call((root || document).querySelectorAll(selector));
+  }
+
+  function getJSON(url, options) {
+    var settings = Object.assign({ headers: { Accept: "application/json" }, cache: "no-store",
+      credentials: "same-origin" }, options || {});
+    return fetch(url, settings).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        return { ok: response.ok, status: response.status, body: body };
+      });
+    });
+  }
+
+  /* Runs task() now and again after the delay it resolves to (null stops); pauses while the page
+     is hidden. Returns a function that runs it again at once. */
+  function poll(task) {
+    var timer = null;
+    var running = false;
+    var stopped = false;
+    function run() {
+      if (timer) { clearTimeout(timer); timer = null; }
+      if (running || document.hidden) { return; }
+      running = true;
+      Promise.resolve().then(task).catch(function () { return 5000; }).then(function (delay) {
+        running = false;
+        stopped = delay === null || delay === undefined;
+        if (!stopped && !document.hidden) { timer = setTimeout(run, delay); }
+      });
+    }
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden && !stopped) { run(); }
+    });
+    run();
+    return run;
+  }
+
+  // -- times ---------------------------------------------------------------------------------
+  var absolute = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit"
+  });
+  var thisYear = new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
+  });
+
+  function local(date) {
+    return (date.getFullYear() === new Date().getFullYear() ? thisYear : absolute).format(date);
+  }
+
+  function relative(date) {
+    var seconds = Math.round((date.getTime() - Date.now()) / 1000);
+    var size = Math.abs(seconds);
+    var text = size < 60 ? size + " s" : size < 3600 ? Math.round(size / 60) + " min"
+      : Math.round(size / 3600) + " h";
+    if (size < 1) { return "now"; }
+    return seconds > 0 ? "in " + text : text + " ago";
+  }
+
+  function showTime(element) {
+    var date = new Date(element.getAttribute("datetime"));
+    if (isNaN(date.getTime())) { return; }
+    element.title = absolute.format(date);
+    element.textContent = element.hasAttribute("data-relative") ? relative(date) : local(date);
+  }
+
+  function timeElement(iso, isRelative) {
+    var element = document.createElement("time");
+    element.setAttribute("datetime", iso);
+    if (isRelative) { element.setAttribute("data-relative", ""); }
+    element.textContent = iso;
+    showTime(element);
+    return element;
+  }
+
+  function dash() {
+    var element = document.createElement("span");
+    element.className = "muted";
+    element.textContent = "—";
+    return element;
+  }
+
+  // -- filling a notification into markup marked with data-field ------------------------------
+  function badge(status) {
+    var element = document.createElement("span");
+    element.className = "badge";
+    element.setAttribute("data-status", status);
+    element.title = status;
+    var dot = document.createElement("span");
+    dot.className = "dot";
+    dot.setAttribute("aria-hidden", "true");
+    var label = document.createElement("span");
+    label.className = "badge-label";
+    label.textContent = LABELS[status] || status;
+    element.appendChild(dot);
+    element.appendChild(label);
+    return element;
+  }
+
+  function replaceWith(element, child) {
+    element.textContent = "";
+    element.appendChild(child);
+  }
+
+  var FILLERS = {
+    id: function (element, n) {
+      if ("value" in element) { element.value = n.id; } else { element.textContent = n.id; }
+    },
+    status: function (element, n) {
+      var current = $(".badge", element);
+      if (!current || current.getAttribute("data-status") !== n.status) { replaceWith(element, badge(n.status)); }
+    },
+    retry_count: function (element, n) { element.textContent = n.retry_count + " of " + n.max_retries; },
+    next_retry_time: function (element, n) {
+      replaceWith(element, n.next_retry_time ? timeElement(n.next_retry_time, true) : dash());
+    },
+    last_error: function (element, n) {
+      if (!n.last_error) { replaceWith(element, dash()); return; }
+      var text = document.createElement("span");
+      text.className = "error-text";
+      text.textContent = n.last_error;
+      replaceWith(element, text);
+    },
+    created_at: function (element, n) { replaceWith(element, timeElement(n.created_at, false)); },
+    notification_type: function (element, n) {
+      element.setAttribute("data-type", n.notification_type);
+      element.textContent = TYPE_LABELS[n.notification_type] || n.notification_type;
+    },
+    subject: function (element, n) { element.textContent = n.subject || ""; element.hidden = !n.subject; },
+    message: function (element, n) { element.textContent = n.message; },
+    recipient: function (element, n) { element.textContent = n.email || n.phone || ""; },
+    retry_label: function (element, n) {
+      element.setAttribute("aria-label", "Retry notification " + n.id.slice(0, 8));
+    }
+  };
+
+  function fill(root, n) {
+    $all("[data-field]", root).forEach(function (element) {
+      var filler = FILLERS[element.getAttribute("data-field")];
+      if (filler) { filler(element, n); }
+    });
+    $all("[data-row]", root).forEach(function (element) {
+      element.hidden = !n[element.getAttribute("data-row")];
+    });
+    var retryForm = $("[data-retry-form]", root);
+    if (retryForm) { retryForm.hidden = !RETRYABLE[n.status]; }
+    root.setAttribute("data-status", n.status);
+  }
+
+  // -- the send form -------------------------------------------------------------------------
+  function initSendForm(form) {
+    function applyType() {
+      var checked = $("input[name=notification_type]:checked", form);
+      var type = checked ? checked.value : "";
+      form.setAttribute("data-type", type);
+      $all("[data-only]", form).forEach(function (field) {
+        field.hidden = type !== "" && field.getAttribute("data-only") !== type;
+      });
+    }
+    form.addEventListener("change", function (event) {
+      if (event.target.name === "notification_type") { applyType(); }
+    });
+    applyType();
+    form.addEventListener("submit", function (event) {
+      if (form.getAttribute("data-submitting")) { event.preventDefault(); return; }
+      form.setAttribute("data-submitting", "1");
+      $all("button[type=submit]", form).forEach(function (button) {
+        // aria-disabled rather than disabled: a disabled button would drop out of the post.
+        button.setAttribute("aria-disabled", "true");
+        var label = $("span", button);
+        if (label && !button.getAttribute("data-label")) { button.setAttribute("data-label", label.textContent); }
+        if (label && button.getAttribute("data-busy-label")) {
+          label.textContent = button.getAttribute("data-busy-label");
+        }
+      });
+    });
+    // Back to a page that was being submitted: make the form usable again.
+    window.addEventListener("pageshow", function () {
+      form.removeAttribute("data-submitting");
+      $all("button[type=submit]", form).forEach(function (button) {
+        button.removeAttribute("aria-disabled");
+        var label = $("span", button);
+        if (label && button.getAttribute("data-label")) { label.textContent = button.getAttribute("data-label"); }
+      });
+    });
+    var summary = $("#error-summary");
+    if (summary) { summary.focus(); }
+  }
+
+  // -- one notification's live status ---------------------------------------------------------
+  function initLiveNotification(panel) {
+    var note = $("[data-live-note]", panel);
+    var started = Date.now();
+    panel.focus();
+    poll(function () {
+      return getJSON(panel.getAttribute("data-source")).then(function (reply) {
+        if (!reply.ok) { if (note) { note.hidden = true; } return null; }
+        fill(panel, reply.body);
+        var done = FINAL[reply.body.status];
+        if (note) { note.hidden = !!done; }
+        if (done) { return null; }
+        return Date.now() - started < 60000 ? 1000 : 5000;
+      });
+    });
+  }
+
+  // -- a user's list ---------------------------------------------------------------------------
+  function initUserList(section) {
+    var tbody = $("tbody", section);
+    var template = $("template[data-row-template]", section);
+    var empty = $("[data-empty]", section);
+    var table = $("[data-table]", section);
+    var notice = $("#user-notice");
+
+    function rowFor(n) {
+      var row = template.content.firstElementChild.cloneNode(true);
+      row.setAttribute("data-id", n.id);
+      fill(row, n);
+      return row;
+    }
+
+    function render(items) {
+      var rows = {};
+      $all("tr[data-id]", tbody).forEach(function (row) { rows[row.getAttribute("data-id")] = row; });
+      var sameRows = items.length === Object.keys(rows).length &&
+        items.every(function (n) { return rows[n.id]; });
+      var busy = tbody.contains(document.activeElement);
+      items.forEach(function (n) {
+        var row = rows[n.id];
+        if (row && row.getAttribute("data-status") !== n.status) {
+          row.classList.remove("updated");
+          void row.offsetWidth;
+          row.classList.add("updated");
+        }
+        if (row) { fill(row, n); }
+      });
+      if (!sameRows && !busy) {
+        var fragment = document.createDocumentFragment();
+        items.forEach(function (n) { fragment.appendChild(rows[n.id] || rowFor(n)); });
+        tbody.textContent = "";
+        tbody.appendChild(fragment);
+      }
+      table.hidden = items.length === 0;
+      empty.hidden = items.length !== 0;
+    }
+
+    var refresh = poll(function () {
+      return getJSON(section.getAttribute("data-source")).then(function (reply) {
+        if (!reply.ok) { return 10000; }
+        render(reply.body.notifications || []);
+        return 3000;
+      });
+    });
+
+    // Retry through the JSON API; without script the same form posts to the page itself.
+    tbody.addEventListener("submit", function (event) {
+      var form = event.target.closest("[data-retry-form]");
+      if (!form) { return; }
+      event.preventDefault();
+      var row = form.closest("tr");
+      var id = row.getAttribute("data-id");
+      var button = $("button", form);
+      var rowNote = $("[data-row-note]", row);
+      button.disabled = true;
+      getJSON("/notifications/" + encodeURIComponent(id) + "/retry", { method: "POST" })
+        .then(function (reply) {
+          if (reply.ok && reply.body.notification) {
+            fill(row, reply.body.notification);
+            say(rowNote, "Queued again", false);
+          } else {
+            say(rowNote, (reply.body && reply.body.error) || "Retry failed (" + reply.status + ")", true);
+          }
+        })
+        .catch(function () { say(rowNote, "The service did not answer; try again", true); })
+        .then(function () { button.disabled = false; refresh(); });
+    });
+
+    function say(element, text, bad) {
+      element.textContent = text;
+      element.classList.toggle("bad", bad);
+      if (notice) { notice.textContent = text; }
+    }
+  }
+
+  // -- live counts ---------------------------------------------------------------------------
+  function pick(data, path) {
+    return path.split(".").reduce(function (value, key) {
+      return value === null || value === undefined ? value : value[key];
+    }, data);
+  }
+
+  function initStats(root) {
+    var note = $("[data-live-note]");
+    var updated = $("[data-updated]");
+    var clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    poll(function () {
+      return getJSON(root.getAttribute("data-source")).then(function (reply) {
+        if (!reply.ok) { if (note) { note.hidden = true; } return 10000; }
+        var stats = reply.body;
+        var by = stats.by_status || {};
+        stats.in_flight = (by.pending || 0) + (by.queued || 0) + (by.sending || 0);
+        $all("[data-stat]", root).forEach(function (element) {
+          var value = pick(stats, element.getAttribute("data-stat"));
+          if (value === null || value === undefined) { return; }
+          var text = Number(value).toLocaleString();
+          if (element.textContent !== text) {
+            element.textContent = text;
+            element.classList.remove("changed");
+            void element.offsetWidth;
+            element.classList.add("changed");
+          }
+        });
+        $all("[data-bar]", root).forEach(function (bar) {
+          var value = pick(stats, bar.getAttribute("data-bar")) || 0;
+          bar.setAttribute("width", stats.total ? (100 * value / stats.total).toFixed(1) : "0");
+        });
+        var known = $("[data-queue-known]", root);
+        var unknown = $("[data-queue-unknown]", root);
+        if (known && unknown) { known.hidden = !stats.queue; unknown.hidden = !!stats.queue; }
+        if (note) { note.hidden = false; }
+        if (updated) { updated.textContent = clock.format(new Date()); }
+        return 3000;
+      });
+    });
+  }
+
+  // -- start ---------------------------------------------------------------------------------
+  $all("time[datetime]").forEach(showTime);
+  setInterval(function () { $all("time[data-relative]").forEach(showTime); }, 1000);
+  $all("[data-send-form]").forEach(initSendForm);
+  $all("[data-live-notification]").forEach(initLiveNotification);
+  $all("[data-user-list]").forEach(initUserList);
+  $all("[data-live-stats]").forEach(initStats);
+})();

@@ -1,0 +1,134 @@
+"""The real local runner (`python local_runner.py serve`) in a subprocess, for end-to-end tests.
+
+    with running_service({"SWEEP_INTERVAL": "0.5"}) as base_url:
+        requests.post(f"{base_url}/notifications", json={...})
+
+The child sees only the settings given here: every service setting inherited from the test's
+own environment (RABBITMQ_URL, MONGO_URI, MAIL_*, TWILIO_*, ...) and the repository's `.env`
+are left out, so a developer's configuration never leaks into a test. Pass RABBITMQ_URL,
+QUEUE_NAME, MAIL_SERVER or any other setting in `env` to use it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import fields
+from pathlib import Path
+
+from common.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+# Every setting common/config.py reads, plus the file it reads them from.
+SERVICE_VARIABLES = {item.name.upper() for item in fields(Settings)} | {"ENV_FILE"}
+
+
+class ServiceUrl(str):
+    """The base URL (a plain str, e.g. "http://127.0.0.1:40123"), with the process and its log."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        """What the runner wrote so far (stdout and stderr)."""
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _child_env(env: Mapping[str, str], data_dir: str) -> dict[str, str]:
+    child = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
+    child.update(ENV_FILE=os.devnull, DATA_DIR=data_dir, PYTHONUNBUFFERED="1")
+    child.update({k: str(v) for k, v in env.items()})
+    return child
+
+
+def _wait_until_answering(url: str, process: subprocess.Popen, log_path: Path, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the runner exited with code {process.returncode} before answering:\n"
+                + log_path.read_text(errors="replace")[-4000:]
+            )
+        try:
+            urllib.request.urlopen(f"{url}/stats", timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered, even if not with 200
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(
+        f"the runner did not answer at {url} within {timeout} s:\n"
+        + log_path.read_text(errors="replace")[-4000:]
+    )
+
+
+def _stop(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (gunicorn's graceful stop), then wait; SIGKILL its process group if it hangs."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # its own group: started with a new session
+        process.wait(10)
+
+
+@contextmanager
+def running_service(
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    *,
+    start_timeout: float = 30.0,
+    stop_timeout: float = 30.0,
+) -> Iterator[ServiceUrl]:
+    """Start the runner with these settings on `port` (default: a free one), yield its base URL
+    once it answers HTTP, and stop it gracefully afterwards.
+
+    Without DATA_DIR in `env`, the store and outbox go to a temporary folder removed at the end.
+    """
+    env = dict(env or {})
+    own_data_dir = None if env.get("DATA_DIR") else tempfile.mkdtemp(prefix="runner-data-")
+    data_dir = env.get("DATA_DIR") or own_data_dir
+    port = port or free_port()
+    url = ServiceUrl(f"http://127.0.0.1:{port}")
+    log_file = tempfile.NamedTemporaryFile(prefix="runner-", suffix=".log", delete=False)
+    url.log_path = Path(log_file.name)
+    process = subprocess.Popen(
+        [sys.executable, "local_runner.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT,
+        env=_child_env(env, data_dir),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url.process = process
+    try:
+        _wait_until_answering(url, process, url.log_path, start_timeout)
+        yield url
+    except BaseException:
+        # pytest shows a failed test's captured stderr: the runner's side of the story.
+        sys.stderr.write(f"--- runner log ({url}) ---\n{url.log()[-8000:]}\n")
+        raise
+    finally:
+        _stop(process, stop_timeout)
+        log_file.close()
+        os.unlink(log_file.name)
+        if own_data_dir:
+            shutil.rmtree(own_data_dir, ignore_errors=True)
