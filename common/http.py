@@ -18,6 +18,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from common.errors import ServiceError, ValidationError
+from common.store.base import STORE_OUTAGES
 
 log = logging.getLogger("notifications.http")
 
@@ -57,6 +58,9 @@ def guarded(view: View) -> View:
             return view(*args, **kwargs)
         except ServiceError as error:
             return json_response(error.to_dict(), error.http_status)
+        except STORE_OUTAGES:
+            log.exception("event=store_unavailable view=%s", view.__name__)
+            return error_response(503, "the notification store is unavailable; try again shortly")
         except Exception:
             log.exception("event=unhandled_error view=%s", view.__name__)
             return error_response(500, "internal error; the details are in the service log")

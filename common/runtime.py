@@ -12,11 +12,12 @@ import threading
 
 from common.channels import make_channels
 from common.config import get_settings
-from common.errors import ConfigError
+from common.errors import ConfigError, Unavailable
 from common.logs import configure_logging
 from common.queue import make_queue
 from common.service import NotificationService
 from common.store import make_store
+from common.store.base import STORE_OUTAGES
 
 log = logging.getLogger("notifications")
 
@@ -38,9 +39,12 @@ def get_service() -> NotificationService:
                         channel.notification_type,
                         channel.description,
                     )
-                _service = NotificationService(
-                    settings, make_store(settings), make_queue(settings), channels
-                )
+                try:
+                    store = make_store(settings)
+                except STORE_OUTAGES as error:
+                    # Not cached: the next invocation tries again, as a cold start would.
+                    raise Unavailable(f"cannot reach the notification store: {error}") from error
+                _service = NotificationService(settings, store, make_queue(settings), channels)
     return _service
 
 

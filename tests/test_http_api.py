@@ -199,3 +199,31 @@ def test_a_store_outage_is_a_503_and_nothing_is_half_stored(client, service, mon
     monkeypatch.setattr(service.store, "add", down)
     reply = post(client, "/notifications", json=valid())
     assert reply.status_code == 503 and "nothing was stored" in reply.get_json()["error"]
+
+
+def test_a_store_outage_on_a_read_is_a_503(client, service, monkeypatch):
+    import sqlite3
+
+    def locked(*args, **kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(service.store, "get", locked)
+    reply = client.get("/notifications/some-id")
+    assert reply.status_code == 503 and "try again" in reply.get_json()["error"]
+
+
+def test_an_unreachable_mongodb_is_a_503_not_a_crash(tmp_path, monkeypatch, router):
+    from werkzeug.test import Client
+
+    from common.config import reset_settings
+
+    set_service(None)
+    monkeypatch.setenv("MONGO_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    reset_settings()
+    try:
+        reply = Client(router).get("/stats")
+        assert reply.status_code == 503 and "store" in reply.get_json()["error"]
+    finally:
+        reset_settings()
+        set_service(None)

@@ -21,6 +21,18 @@ from common.model import Notification
 MAX_PAGE_SIZE = 200
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    import sqlite3
+
+    import pymongo.errors
+
+    return (sqlite3.OperationalError, pymongo.errors.ConnectionFailure)
+
+
+# What a store raises when it cannot be reached or is busy: the caller may try again (503).
+STORE_OUTAGES = _store_errors()
+
+
 @dataclass
 class Page:
     items: list[Notification]
