@@ -30,6 +30,12 @@ class NotFound(ServiceError):
     http_status = 404
 
 
+class UnsupportedMediaType(ServiceError):
+    """The body is not JSON (a form or plain text, as another site's page could send)."""
+
+    http_status = 415
+
+
 class Conflict(ServiceError):
     """The request is valid but the notification's state does not allow it."""
 

@@ -12,12 +12,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from common.errors import ServiceError, ValidationError
+from common.errors import ServiceError, UnsupportedMediaType, ValidationError
 from common.store.base import STORE_OUTAGES
 
 log = logging.getLogger("notifications.http")
@@ -38,8 +39,17 @@ def error_response(status: int, message: str, fields: dict | None = None) -> fla
     return json_response(body, status)
 
 
+# Content types a browser may send cross-site without asking first (a "simple" request):
+# refusing them for JSON bodies means another site's page cannot post to the API.
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+
+
 def read_json(request: flask.Request) -> Any:
-    """The request body as JSON, or a ValidationError that says why it is not."""
+    """The request body as JSON, or an error that says why it is not."""
+    if request.mimetype in FORM_CONTENT_TYPES:
+        raise UnsupportedMediaType(
+            f"the body is {request.mimetype}; send JSON with Content-Type: application/json"
+        )
     raw = request.get_data(cache=True)
     if not raw.strip():
         raise ValidationError("the request body is empty; send a JSON object")
@@ -68,6 +78,19 @@ def guarded(view: View) -> View:
     return wrapper
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+def is_cross_site(request: flask.Request) -> bool:
+    """True for a browser request started by another site's page (API clients send neither)."""
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return True
+    origin = request.headers.get("Origin")
+    if not origin or origin == "null":
+        return origin == "null"  # sandboxed frames and some redirects say "null"
+    return urlparse(origin).netloc != request.host
+
+
 @dataclass(frozen=True)
 class Route:
     rule: str
@@ -93,6 +116,8 @@ class Router:
         return register
 
     def dispatch(self, request: flask.Request) -> flask.Response:
+        if request.method not in SAFE_METHODS and is_cross_site(request):
+            return error_response(403, "cross-site requests may not change notifications")
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, arguments = adapter.match()

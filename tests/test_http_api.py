@@ -227,3 +227,27 @@ def test_an_unreachable_mongodb_is_a_503_not_a_crash(tmp_path, monkeypatch, rout
     finally:
         reset_settings()
         set_service(None)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_body_a_browser_could_send_cross_site_is_refused(client, service, content_type):
+    body = b'{"user_id": "u1", "notification_type": "in_app", "message": "hi"}'
+    reply = post(client, "/notifications", data=body, headers={"Content-Type": content_type})
+    assert reply.status_code == 415 and "application/json" in reply.get_json()["error"]
+    assert service.stats()["total"] == 0
+
+
+def test_a_cross_site_browser_post_changes_nothing(client, service):
+    created = post(client, "/notifications", json=valid()).get_json()
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        assert post(client, "/notifications", json=valid(), headers=headers).status_code == 403
+        retry = post(client, f"/notifications/{created['id']}/retry", headers=headers)
+        assert retry.status_code == 403 and "cross-site" in retry.get_json()["error"]
+    assert service.stats()["total"] == 1
+    same_origin = post(
+        client, "/notifications", json=valid(), headers={"Origin": "http://localhost"}
+    )
+    assert same_origin.status_code == 201
