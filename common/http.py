@@ -81,6 +81,15 @@ def guarded(view: View) -> View:
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
+def _answer_unroutable_paths_with(not_found: Callable[[], flask.Response]) -> None:
+    """functions-framework's Flask app routes every path to the function with `/<path:path>`,
+    which cannot match a line break (`%0A`): such a request never reaches the function and
+    would get Flask's own HTML 404. A function module creates its Router at import, inside
+    that app's context, so the app is told to answer as the function's other 404s do."""
+    if flask.has_app_context():
+        flask.current_app.register_error_handler(404, lambda _error: not_found())
+
+
 def is_cross_site(request: flask.Request) -> bool:
     """True for a browser request started by another site's page (API clients send neither)."""
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
@@ -101,9 +110,11 @@ class Route:
 class Router:
     """Path and method dispatch for one function, with JSON 404/405 replies."""
 
-    def __init__(self) -> None:
+    def __init__(self, not_found: Callable[[], flask.Response] | None = None) -> None:
         self.routes: list[Route] = []
         self.url_map = Map(strict_slashes=False, merge_slashes=False)
+        self.not_found = not_found or (lambda: error_response(404, "no route for this path"))
+        _answer_unroutable_paths_with(self.not_found)
 
     def route(self, rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]:
         def register(view: View) -> View:

@@ -12,6 +12,7 @@ from common.errors import Conflict, Unavailable, ValidationError
 from common.http import Router
 from common.runtime import get_service, require_valid_settings
 from common.web import (
+    error_page,
     page,
     redirect,
     render,
@@ -25,7 +26,7 @@ from common.web_listing import ListingQuery, render_user_page, retry_for_user
 
 require_valid_settings()
 share_static_folder()
-router = Router()
+router = Router(not_found=lambda: error_page(404, "Not found", "There is no page here."))
 
 
 def _verify_csrf(request) -> None:

@@ -251,3 +251,15 @@ def test_a_cross_site_browser_post_changes_nothing(client, service):
         client, "/notifications", json=valid(), headers={"Origin": "http://localhost"}
     )
     assert same_origin.status_code == 201
+
+
+def test_a_path_functions_framework_cannot_route_still_gets_a_json_404():
+    """A line break in a path segment never reaches the function (functions-framework's own
+    `/<path:path>` rule cannot match it); the reply is still our JSON error, not Flask's HTML."""
+    import functions_framework
+
+    app = functions_framework.create_app(
+        "http_notifications", "functions/http_notifications.py", "http"
+    )
+    reply = app.test_client().get("/users/a%0Ab/notifications")
+    assert reply.status_code == 404 and reply.get_json() == {"error": "no route for this path"}
