@@ -95,7 +95,7 @@ def test_an_unreachable_broker_raises_queue_unavailable():
 def test_the_publisher_reconnects_after_its_connection_drops(rabbit):
     rabbit.publish(["before"])
     # The broker went away under us: the socket sees end-of-stream on its next use.
-    rabbit._connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+    rabbit._publisher.connection._transport._sock.shutdown(socket.SHUT_RDWR)
     rabbit.publish(["after"])
     assert rabbit.depths()["messages"] == 2
 

@@ -1,9 +1,11 @@
 """RabbitMQ through pika: durable queues, persistent messages, publisher confirms.
 
-pika's BlockingConnection is not thread-safe, so the publisher's connection is used under a
-lock and the consumer owns its own connection on its own thread. Deliveries run on worker
-threads and are acked through `add_callback_threadsafe`, the connection's only thread-safe
-method, so that a slow SMTP server never starves the consumer's heartbeats.
+Publishing goes through one asynchronous connection shared by every thread (see
+`rabbitmq_publisher`: concurrent publishes share their confirm round trips). pika's
+BlockingConnection is not thread-safe, so the small connection that reads queue depths is used
+under a lock, and the consumer owns its own connection on its own thread. Deliveries run on
+worker threads and are acked through `add_callback_threadsafe`, the connection's only
+thread-safe method, so that a slow SMTP server never starves the consumer's heartbeats.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,6 +28,7 @@ from common.queue.base import (
     decode_message,
     encode_message,
 )
+from common.queue.rabbitmq_publisher import ConfirmingPublisher
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,14 @@ class RabbitQueue(NotificationQueue):
         self.dead_letter_queue = dead_letter_queue
         self.prefetch_count = prefetch_count
         self.workers = workers
+        self._publisher = ConfirmingPublisher(
+            self.parameters,
+            lambda: (self.queue_name, self.dead_letter_queue),
+            PERSISTENT,
+            connect_timeout=connect_timeout,
+            confirm_timeout=self.parameters.blocked_connection_timeout,
+        )
+        # A separate blocking connection, under this lock, answers depths() and ping().
         self._lock = threading.Lock()
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
@@ -63,7 +75,6 @@ class RabbitQueue(NotificationQueue):
         connection = pika.BlockingConnection(self.parameters)
         channel = connection.channel()
         self._declare(channel)
-        channel.confirm_delivery()
         return connection, channel
 
     def _declare(self, channel) -> None:
@@ -71,25 +82,8 @@ class RabbitQueue(NotificationQueue):
         channel.queue_declare(self.dead_letter_queue, durable=True)
 
     def _publish_bodies(self, routing_key: str, bodies: Sequence[bytes]) -> None:
-        """Publish under the lock; reconnect once if the connection dropped while idle."""
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._channel is None or not self._channel.is_open:
-                        self._close_publisher()
-                        self._connection, self._channel = self._open_channel()
-                    for body in bodies:
-                        # mandatory: an unroutable message is an error, not a silent confirm.
-                        self._channel.basic_publish(
-                            "", routing_key, body, properties=PERSISTENT, mandatory=True
-                        )
-                    return
-                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as error:
-                    raise QueueUnavailable(f"broker refused the message: {error!r}") from error
-                except CONNECTION_ERRORS as error:
-                    self._close_publisher()
-                    if attempt == 2:
-                        raise QueueUnavailable(f"RabbitMQ unreachable: {error!r}") from error
+        """Returns once every message is confirmed; raises QueueUnavailable otherwise."""
+        self._publisher.publish(routing_key, bodies)
 
     def _close_publisher(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
@@ -128,6 +122,7 @@ class RabbitQueue(NotificationQueue):
             raise QueueUnavailable(f"RabbitMQ at {self.parameters.host}:{self.parameters.port}")
 
     def close(self) -> None:
+        self._publisher.close()
         with self._lock:
             self._close_publisher()
 
@@ -157,15 +152,34 @@ class RabbitQueue(NotificationQueue):
             self._declare(channel)
             channel.basic_qos(prefetch_count=self.prefetch_count)
 
-            def settle(tag: int, ok: bool) -> None:
-                # Runs on the connection's thread (scheduled by add_callback_threadsafe).
-                if channel.is_open:
-                    if ok:
-                        channel.basic_ack(tag)
-                    else:
-                        channel.basic_nack(tag, requeue=True)
+            finished: deque[tuple[int, bool]] = deque()  # (tag, ok), filled by workers
+            settling = [False]  # a settle_finished call is scheduled; guarded by `idle`
+
+            def settle_finished() -> None:
+                # Runs on the connection's thread (scheduled by add_callback_threadsafe). One
+                # wake-up settles whatever finished meanwhile, acking with `multiple` where
+                # every earlier delivery is settled too.
                 with idle:
-                    in_flight.discard(tag)
+                    settling[0] = False
+                batch = []
+                while finished:
+                    batch.append(finished.popleft())
+                if not batch:
+                    return
+                with idle:
+                    in_flight.difference_update(tag for tag, _ in batch)
+                    oldest_open = min(in_flight, default=None)
+                if channel.is_open:
+                    for tag, ok in batch:
+                        if not ok:
+                            channel.basic_nack(tag, requeue=True)
+                    acks = sorted(tag for tag, ok in batch if ok)
+                    below = [t for t in acks if oldest_open is None or t < oldest_open]
+                    if below:
+                        channel.basic_ack(below[-1], multiple=True)
+                    for tag in acks[len(below) :]:
+                        channel.basic_ack(tag)
+                with idle:
                     idle.notify_all()
 
             def work(tag: int, body: bytes) -> None:
@@ -178,8 +192,13 @@ class RabbitQueue(NotificationQueue):
                     log.exception("event=deliver_failed requeued=true")
                     stop.wait(1.0)  # nothing was stored: back off before the redelivery
                     ok = False
+                finished.append((tag, ok))  # acked only now: the outcome is stored
+                with idle:
+                    if settling[0]:
+                        return  # the scheduled call will take this one too
+                    settling[0] = True
                 try:
-                    connection.add_callback_threadsafe(lambda: settle(tag, ok))
+                    connection.add_callback_threadsafe(settle_finished)
                 except CONNECTION_ERRORS:
                     pass  # connection gone: the broker redelivers the unacked message
 

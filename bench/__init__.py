@@ -1,0 +1,1 @@
+"""Benchmarks for the notification service: `python bench/run.py` (see docs/benchmarks.md)."""

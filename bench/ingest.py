@@ -1,0 +1,93 @@
+"""Ingest: POST /notifications (in-app) at 32 clients, against the ceiling and the seed's way.
+
+The three servers run side by side for the whole measurement and are driven in turn, so every
+run of the runner has its two references measured minutes apart on the same machine state.
+Between turns the runner is left to deliver what it accepted, so that its background work does
+not steal CPU from the next server's turn.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench import wrk
+from bench.harness import Server, Workspace, count_status, drain, median
+from bench.report import Row, rate
+
+BODY = {"user_id": "bench-user", "notification_type": "in_app", "message": "hello from wrk"}
+CONNECTIONS = 32
+
+
+def run(runs: int, seconds: float) -> dict:
+    spaces = {name: Workspace(f"ingest_{name}") for name in ("runner", "ceiling", "seed")}
+    servers = {
+        "runner": Server.runner(spaces["runner"]),
+        "ceiling": Server.function("ceiling", spaces["ceiling"]),
+        "seed": Server.function("seed", spaces["seed"]),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in servers}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        paths = {"runner": "/notifications", "ceiling": "/", "seed": "/"}
+        for name, server in servers.items():  # warm-up: imports, connections, page cache
+            wrk.post(server.url + paths[name], BODY, connections=CONNECTIONS, seconds=1)
+        drain(spaces["runner"])
+        for _ in range(runs):
+            for name in ("ceiling", "seed", "runner"):
+                server = servers[name]
+                outcome = wrk.post(
+                    server.url + paths[name], BODY, connections=CONNECTIONS, seconds=seconds
+                )
+                results[name].append(outcome.to_dict())
+                if name == "runner":
+                    drain(spaces["runner"])
+                if name == "seed":
+                    time.sleep(1)  # let the broker close the seed's connections
+        peak = servers["runner"].peak_rss_mb()
+        stored = count_status(spaces["runner"].db_path, "sent")
+    finally:
+        for server in servers.values():
+            server.stop()
+        for space in spaces.values():
+            space.cleanup()
+
+    rates = {name: median([r["ok_per_second"] for r in rs]) for name, rs in results.items()}
+    p50 = median([r["p50_ms"] for r in results["runner"]])
+    p99 = median([r["p99_ms"] for r in results["runner"]])
+    errors = sum(r["non_2xx"] + r["socket_errors"] for r in results["runner"])
+    vs_ceiling = rates["runner"] / rates["ceiling"]
+    vs_seed = rates["runner"] / rates["seed"]
+    worker = peak.get("worker", 0.0)
+    rows = [
+        Row(
+            f"ingest: POST /notifications, {CONNECTIONS} clients (p50 / p99)",
+            f"{rate(rates['runner'])} ({p50:.1f} / {p99:.1f} ms)",
+            f"ceiling {rate(rates['ceiling'])}",
+            f"{vs_ceiling:.2f}",
+            "≥ 0.60 of ceiling",
+            vs_ceiling >= 0.6,
+        ),
+        Row(
+            "ingest vs connection-per-publish (seed)",
+            rate(rates["runner"]),
+            f"seed {rate(rates['seed'])}",
+            f"{vs_seed:.1f}x",
+            "≥ 3x",
+            vs_seed >= 3,
+        ),
+        Row(
+            "memory: runner peak RSS during ingest (worker; master)",
+            f"{worker:.0f} MB; {peak['master']:.0f} MB",
+            target="< 200 MB",
+            met=worker < 200,
+        ),
+    ]
+    return {
+        "rows": [r.to_dict() for r in rows],
+        "raw": results,
+        "rates": rates,
+        "runner_errors": errors,
+        "peak_rss_mb": peak,
+        "runner_sent": stored,
+    }
