@@ -76,6 +76,7 @@ class NotificationService:
         self.queue = queue
         self.channels = channels
         self.clock = clock
+        self._stored_only_types = [t for t, c in channels.items() if c.stored_only]
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -230,6 +231,8 @@ class NotificationService:
         Idempotent: a notification already sent, held by another worker or waiting for its
         retry time is left alone, so a duplicated message does nothing.
         """
+        if self._stored_only_types and self._deliver_in_place(notification_id):
+            return SENT
         now = self.clock()
         lease_until = now + timedelta(seconds=self.settings.lease_seconds)
         notification = self.store.claim_for_delivery(notification_id, now, lease_until)
@@ -247,6 +250,35 @@ class NotificationService:
         ):
             return self._schedule_retry(notification, result)
         return self._fail_permanently(notification, result)
+
+    def _deliver_in_place(self, notification_id: str) -> bool:
+        """An in-app notification is delivered by being marked sent: one atomic write.
+
+        False when it is of another type or not waiting (sent, held by a worker, retrying):
+        the normal claim then decides.
+        """
+        now = self.clock()
+        delivered = self.store.update_if(
+            notification_id,
+            [PENDING, QUEUED],
+            {
+                "status": SENT,
+                "sent_at": now,
+                "updated_at": now,
+                "last_error": None,
+                "next_retry_time": None,
+                "lease_until": None,
+            },
+            types=self._stored_only_types,
+        )
+        if delivered is not None:
+            log.info(
+                "notification=%s event=sent type=%s attempt=%d detail=stored in-app",
+                notification_id,
+                delivered.notification_type,
+                delivered.retry_count + 1,
+            )
+        return delivered is not None
 
     def _send(self, notification: Notification) -> DeliveryResult:
         channel = self.channels[notification.notification_type]

@@ -242,3 +242,19 @@ def test_listing_validates_its_filters(service):
     with pytest.raises(ValidationError) as caught:
         service.list_for_user("u1", notification_type="fax", status="lost", limit="0", cursor="%%")
     assert set(caught.value.fields) == {"type", "status", "limit", "cursor"}
+
+
+def test_in_app_is_delivered_in_one_write_and_only_once(tmp_path, settings, clock):
+    from common.channels.in_app import InAppChannel
+
+    scripted = ScriptedChannel()
+    channels = {"in_app": InAppChannel(), "email": scripted, "sms": scripted}
+    service = NotificationService(
+        settings, SqliteStore(tmp_path / "n.db"), MemoryQueue(), channels, clock=clock
+    )
+    note = submit(service)
+    mail = submit(service, notification_type="email", email="a@b.co")
+    service.queue.publish([note.id])  # a duplicate message
+    assert drain(service) == [SENT, SENT, "skipped"]
+    assert service.get(note.id).sent_at == clock.now and service.get(note.id).lease_until is None
+    assert scripted.delivered == [mail.id]  # email still goes through its channel

@@ -85,6 +85,14 @@ def test_update_if_changes_only_from_an_expected_status(store):
     assert store.get(n.id).status == QUEUED
 
 
+def test_update_if_can_be_limited_to_some_types(store):
+    note, mail = make(status=QUEUED), make(kind="email", email="a@b.co", status=QUEUED)
+    store.add_many([note, mail])
+    for n in (note, mail):
+        store.update_if(n.id, [QUEUED], {"status": SENT}, types=["in_app"])
+    assert store.get(note.id).status == SENT and store.get(mail.id).status == QUEUED
+
+
 def test_mark_queued_moves_only_pending(store):
     a, b = make(), make(status=SENT)
     store.add_many([a, b])

@@ -38,6 +38,9 @@ class Channel(ABC):
 
     notification_type: str
     description: str = ""  # one line for start-up and `check`: where messages go
+    # True when delivering only records the notification as sent (nothing leaves the service):
+    # the service then does it in one guarded write, without a claim and its lease.
+    stored_only: bool = False
 
     @abstractmethod
     def deliver(self, notification: Notification) -> DeliveryResult: ...

@@ -89,9 +89,15 @@ class NotificationStore(ABC):
 
     @abstractmethod
     def update_if(
-        self, notification_id: str, expected: Iterable[str], changes: dict[str, Any]
+        self,
+        notification_id: str,
+        expected: Iterable[str],
+        changes: dict[str, Any],
+        *,
+        types: Iterable[str] | None = None,
     ) -> Notification | None:
-        """Apply `changes` only if the status is one of `expected`; the updated record or None."""
+        """Apply `changes` only if the status is one of `expected` (and, given `types`, the
+        notification is of one of them); the updated record, or None."""
 
     @abstractmethod
     def mark_queued(self, ids: Sequence[str], now: datetime) -> int:

@@ -98,10 +98,18 @@ class MongoStore(NotificationStore):
         return Page(items, next_cursor)
 
     def update_if(
-        self, notification_id: str, expected: Iterable[str], changes: dict[str, Any]
+        self,
+        notification_id: str,
+        expected: Iterable[str],
+        changes: dict[str, Any],
+        *,
+        types: Iterable[str] | None = None,
     ) -> Notification | None:
+        query: dict[str, Any] = {"id": notification_id, "status": {"$in": list(expected)}}
+        if types is not None:
+            query["notification_type"] = {"$in": list(types)}
         document = self.collection.find_one_and_update(
-            {"id": notification_id, "status": {"$in": list(expected)}},
+            query,
             {"$set": changes},
             return_document=ReturnDocument.AFTER,
         )

@@ -268,15 +268,25 @@ class SqliteStore(NotificationStore):
         return Page(items, next_cursor)
 
     def update_if(
-        self, notification_id: str, expected: Iterable[str], changes: dict[str, Any]
+        self,
+        notification_id: str,
+        expected: Iterable[str],
+        changes: dict[str, Any],
+        *,
+        types: Iterable[str] | None = None,
     ) -> Notification | None:
         expected = list(expected)
         assignments = ", ".join(f"{name} = ?" for name in changes)
         values = [_column_value(name, value) for name, value in changes.items()]
+        condition = f"status IN ({','.join('?' * len(expected))})"
+        parameters = [*values, notification_id, *expected]
+        if types is not None:
+            types = list(types)
+            condition += f" AND notification_type IN ({','.join('?' * len(types))})"
+            parameters += types
         rows = self._write(
-            f"UPDATE notifications SET {assignments} WHERE id = ? "
-            f"AND status IN ({','.join('?' * len(expected))}) RETURNING *",
-            (*values, notification_id, *expected),
+            f"UPDATE notifications SET {assignments} WHERE id = ? AND {condition} RETURNING *",
+            tuple(parameters),
         )[0]
         return _to_notification(rows[0]) if rows else None
 
