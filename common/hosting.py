@@ -9,6 +9,7 @@ CloudEvents.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,9 +60,7 @@ SWEEP = FunctionSpec("cron_retry_sweep.py", "cron_retry_sweep", "cloudevent")
 def load_function(spec: FunctionSpec) -> tuple[Any, Any]:
     """(Flask app, module) for one function, loaded exactly as functions-framework loads it."""
     app = functions_framework.create_app(spec.target, str(spec.path), spec.signature)
-    import sys
-
-    module = sys.modules[spec.path.stem]
+    module = sys.modules[spec.path.stem]  # functions-framework registers it by file name
     return app, module
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,9 +74,8 @@ class Notification:
 
     def to_dict(self) -> dict[str, Any]:
         """The notification as the JSON API shows it (times in ISO 8601, UTC)."""
-        data = asdict(self)
-        del data["lease_until"]  # internal bookkeeping of the delivery claim
-        del data["duplicate"]
+        # A shallow copy: every field is a str, int, datetime or None (asdict deep-copies).
+        data = {name: getattr(self, name) for name in PUBLIC_FIELDS}
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.isoformat().replace("+00:00", "Z")
@@ -84,6 +83,12 @@ class Notification:
 
     def with_changes(self, **changes: Any) -> Notification:
         return replace(self, **changes)
+
+
+# What the API shows: everything but the claim's lease and the per-reply `duplicate` flag.
+PUBLIC_FIELDS = tuple(
+    f.name for f in fields(Notification) if f.name not in ("lease_until", "duplicate")
+)
 
 
 def normalise_type(value: Any) -> str | None:

@@ -19,7 +19,7 @@ def make_queue(settings: Settings) -> NotificationQueue:
         )
     from common.queue.memory import MemoryQueue
 
-    return MemoryQueue()
+    return MemoryQueue(workers=settings.delivery_workers)
 
 
 __all__ = ["NotificationQueue", "QueueUnavailable", "StopSignal", "make_queue"]
