@@ -56,6 +56,18 @@ def idempotent_id(user_id: str, key: str) -> str:
 MAX_SWEEP_ROUNDS = 20
 
 
+def sent_changes(now: datetime) -> dict[str, Any]:
+    """What recording a delivery changes: sent now, nothing pending, no error left."""
+    return {
+        "status": SENT,
+        "sent_at": now,
+        "updated_at": now,
+        "last_error": None,
+        "next_retry_time": None,
+        "lease_until": None,
+    }
+
+
 @dataclass
 class SweepReport:
     requeued: int = 0
@@ -261,14 +273,7 @@ class NotificationService:
         delivered = self.store.update_if(
             notification_id,
             [PENDING, QUEUED],
-            {
-                "status": SENT,
-                "sent_at": now,
-                "updated_at": now,
-                "last_error": None,
-                "next_retry_time": None,
-                "lease_until": None,
-            },
+            sent_changes(now),
             types=self._stored_only_types,
         )
         if delivered is not None:
@@ -293,14 +298,7 @@ class NotificationService:
         self.store.update_if(
             notification.id,
             [SENDING],
-            {
-                "status": SENT,
-                "sent_at": now,
-                "updated_at": now,
-                "last_error": None,
-                "next_retry_time": None,
-                "lease_until": None,
-            },
+            sent_changes(now),
         )
         log.info(
             "notification=%s event=sent type=%s attempt=%d detail=%s",
