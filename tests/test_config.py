@@ -65,3 +65,14 @@ def test_runner_refuses_a_bad_configuration_with_one_readable_message(tmp_path):
     assert "PORT='eighty' is not a whole number" in result.stderr
     assert "TWILIO_AUTH_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_setting_is_documented_in_env_example():
+    from dataclasses import fields
+    from pathlib import Path
+
+    from common.config import Settings
+
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    missing = [f.name.upper() for f in fields(Settings) if f"# {f.name.upper()}=" not in example]
+    assert missing == []

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.support.fixtures import unused_port
@@ -65,7 +66,8 @@ def test_sweep_runs_once_and_exits(tmp_path):
     assert result.returncode == 0 and "requeued 0" in result.stdout
 
 
-def test_serve_stops_cleanly_on_sigterm(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_a_signal(tmp_path, stop_signal):
     port = unused_port()
     env = {k: v for k, v in os.environ.items() if k != "RABBITMQ_URL"}
     env.update({"DATA_DIR": str(tmp_path / "data"), "SWEEP_INTERVAL": "0.2"})
@@ -92,7 +94,7 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path):
         )
         assert reply.status_code == 201
         time.sleep(0.5)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         output, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
