@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -162,3 +164,21 @@ def test_a_malformed_message_is_dropped_not_redelivered_forever(rabbit, rabbit_u
     assert wait_for(lambda: rabbit.depths()["messages"] == 0)
     stop.set()
     thread.join(10)
+
+
+def test_messages_survive_a_broker_restart_and_the_publisher_reconnects(rabbit, rabbit_url):
+    """The seed's promise, tried for real: stop and start the broker between publish and use."""
+    rabbit.publish(["kept-1", "kept-2"])
+    try:
+        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+    finally:
+        # Whatever happens, leave the broker running for every test after this one.
+        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [sys.executable, "scripts/wait_for_broker.py", "--timeout", "60", "--url", rabbit_url],
+            check=True,
+            capture_output=True,
+        )
+    assert wait_for(lambda: (rabbit.depths() or {}).get("messages") == 2, timeout=30)
+    rabbit.publish(["after-restart"])  # the publisher's connection died with the broker
+    assert rabbit.depths()["messages"] == 3
