@@ -17,5 +17,6 @@ def configure_logging(level: str = "INFO") -> None:
         handler._notification_service = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
-    # pika logs every connection step at INFO; its warnings are what an operator needs.
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    # pika logs each failed connection attempt as a multi-line traceback; our adapters catch
+    # every one and log it as one line (event=consumer_disconnected, event=publish_failed).
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

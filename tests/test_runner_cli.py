@@ -102,3 +102,45 @@ def test_serve_stops_cleanly_on_a_signal(tmp_path, stop_signal):
     assert process.returncode == 0
     assert "event=background_stopped" in output
     assert f"notification={reply.json()['id']} event=sent" in output
+
+
+def test_with_the_broker_down_sends_are_accepted_pending_and_logged_in_one_line(tmp_path):
+    port = unused_port()
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATA_DIR": str(tmp_path / "data"),
+            "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F",
+        }
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "local_runner.py"), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                stats = requests.get(f"http://127.0.0.1:{port}/stats", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert stats.json()["queue"] is None  # the depth is unknown, not zero
+        reply = requests.post(
+            f"http://127.0.0.1:{port}/notifications",
+            json={"user_id": "u1", "notification_type": "in_app", "message": "later"},
+            timeout=10,
+        )
+        assert reply.status_code == 201 and reply.json()["status"] == "pending"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert f"notification={reply.json()['id']} event=accepted" in output
+    assert "event=publish_failed" in output and "event=consumer_disconnected" in output
+    assert "Traceback" not in output
