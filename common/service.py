@@ -383,6 +383,13 @@ class NotificationService:
             try:
                 self.queue.publish(ids)
                 report.requeued += len(ids)
+                for notification in claimed:
+                    log.info(
+                        "notification=%s event=requeued retry=%d/%d",
+                        notification.id,
+                        notification.retry_count,
+                        notification.max_retries,
+                    )
             except QueueUnavailable as error:
                 self._unclaim(ids, now)
                 report.publish_failed += len(ids)

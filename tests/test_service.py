@@ -171,6 +171,16 @@ def test_broker_down_leaves_pending_and_the_sweep_publishes_later(
     assert drain(service) == [SENT]
 
 
+def test_each_requeue_is_logged_with_its_notification(service, channel, clock, caplog):
+    channel.script = [DeliveryResult.transient("timeout")]
+    notification = submit(service)
+    drain(service)
+    clock.advance(service.settings.retry_schedule[0])
+    with caplog.at_level("INFO", logger="notifications"):
+        service.sweep()
+    assert f"notification={notification.id} event=requeued retry=1/5" in caplog.text
+
+
 def test_an_expired_claim_is_requeued(service, clock):
     notification = submit(service)
     service.queue.get(timeout=0)
