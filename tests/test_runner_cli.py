@@ -144,3 +144,25 @@ def test_with_the_broker_down_sends_are_accepted_pending_and_logged_in_one_line(
     assert f"notification={reply.json()['id']} event=accepted" in output
     assert "event=publish_failed" in output and "event=consumer_disconnected" in output
     assert "Traceback" not in output
+
+
+def test_a_restart_with_the_in_process_queue_loses_nothing(tmp_path):
+    """A previous run queued a notification in memory and died: the next start delivers it."""
+    from common.model import QUEUED, Notification
+    from common.store.sqlite import SqliteStore
+    from tests.support.runner import running_service
+
+    data_dir = tmp_path / "data"
+    store = SqliteStore(data_dir / "notifications.db")
+    left_behind = Notification("u1", "in_app", "from the last run", status=QUEUED)
+    store.add(left_behind)
+    store.close()
+    with running_service({"DATA_DIR": str(data_dir), "SWEEP_INTERVAL": "0.2"}) as base:
+        deadline = time.monotonic() + 20
+        status = None
+        while time.monotonic() < deadline and status != "sent":
+            status = requests.get(f"{base}/notifications/{left_behind.id}", timeout=5).json()[
+                "status"
+            ]
+            time.sleep(0.1)
+    assert status == "sent"
