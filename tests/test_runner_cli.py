@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -66,29 +67,43 @@ def test_sweep_runs_once_and_exits(tmp_path):
     assert result.returncode == 0 and "requeued 0" in result.stdout
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_serve_stops_cleanly_on_a_signal(tmp_path, stop_signal):
+@contextmanager
+def serving(env: dict[str, str], cwd: Path):
+    """`local_runner.py serve` in a subprocess, answering; yields (process, base URL).
+
+    The test stops it (the stop is what some tests are about); a leftover is killed."""
     port = unused_port()
-    env = {k: v for k, v in os.environ.items() if k != "RABBITMQ_URL"}
-    env.update({"DATA_DIR": str(tmp_path / "data"), "SWEEP_INTERVAL": "0.2"})
+    full_env = {k: v for k, v in os.environ.items() if k != "RABBITMQ_URL"}
+    full_env.update(env)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "local_runner.py"), "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
+        env=full_env,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(f"http://127.0.0.1:{port}/stats", timeout=1)
+                requests.get(f"{base}/stats", timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_a_signal(tmp_path, stop_signal):
+    env = {"DATA_DIR": str(tmp_path / "data"), "SWEEP_INTERVAL": "0.2"}
+    with serving(env, tmp_path) as (process, base):
         reply = requests.post(
-            f"http://127.0.0.1:{port}/notifications",
+            f"{base}/notifications",
             json={"user_id": "u1", "notification_type": "in_app", "message": "bye"},
             timeout=5,
         )
@@ -96,51 +111,27 @@ def test_serve_stops_cleanly_on_a_signal(tmp_path, stop_signal):
         time.sleep(0.5)
         process.send_signal(stop_signal)
         output, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.returncode == 0
     assert "event=background_stopped" in output
     assert f"notification={reply.json()['id']} event=sent" in output
 
 
 def test_with_the_broker_down_sends_are_accepted_pending_and_logged_in_one_line(tmp_path):
-    port = unused_port()
-    env = dict(os.environ)
-    env.update(
-        {
-            "DATA_DIR": str(tmp_path / "data"),
-            "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F",
-        }
-    )
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "local_runner.py"), "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                stats = requests.get(f"http://127.0.0.1:{port}/stats", timeout=1)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F",
+    }
+    with serving(env, tmp_path) as (process, base):
+        stats = requests.get(f"{base}/stats", timeout=5)
         assert stats.json()["queue"] is None  # the depth is unknown, not zero
         reply = requests.post(
-            f"http://127.0.0.1:{port}/notifications",
+            f"{base}/notifications",
             json={"user_id": "u1", "notification_type": "in_app", "message": "later"},
             timeout=10,
         )
         assert reply.status_code == 201 and reply.json()["status"] == "pending"
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert f"notification={reply.json()['id']} event=accepted" in output
     assert "event=publish_failed" in output and "event=consumer_disconnected" in output
     assert "Traceback" not in output
