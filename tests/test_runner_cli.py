@@ -32,11 +32,13 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedP
 
 
 def test_check_prints_the_configuration_masked_and_probes_each_backend(
-    tmp_path, rabbit_url, smtp_server
+    tmp_path, rabbit_url, queue_names, smtp_server
 ):
     env = {
         "DATA_DIR": str(tmp_path / "data"),
         "RABBITMQ_URL": rabbit_url,
+        "QUEUE_NAME": queue_names[0],
+        "DLQ_NAME": queue_names[1],
         **smtp_server.env(),
         "MAIL_USERNAME": "mailer",
         "MAIL_PASSWORD": "s3cret-pass",
