@@ -1,4 +1,4 @@
-"""Wait until RabbitMQ accepts an AMQP connection (used by scripts/test.sh and CI)."""
+"""Wait until RabbitMQ accepts an AMQP connection (used by scripts/prepare_tests.sh and tests)."""
 
 import argparse
 import os

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need, starts the broker
-# if it is down, lints, then runs pytest. Usage: bash scripts/test.sh [pytest args]
+# Everything the test suite needs on a fresh machine: the test dependencies, a running
+# RabbitMQ and Debian's chromium; then the lint. The README's test command runs this, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +24,3 @@ fi
 
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
-"$PYTHON" -m pytest "$@"
