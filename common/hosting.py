@@ -72,8 +72,6 @@ class FunctionRouter:
         self.rules: list[tuple[str, tuple[str, ...], str]] = []
         self.url_map = Map(strict_slashes=False, merge_slashes=False)
         for spec in specs:
-            if not spec.path.exists():
-                continue  # a function not written yet is simply not served
             app, module = load_function(spec)
             self.apps[spec.target] = app
             for route in module.router.routes:

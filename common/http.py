@@ -111,6 +111,7 @@ class Router:
     """Path and method dispatch for one function, with JSON 404/405 replies."""
 
     def __init__(self, not_found: Callable[[], flask.Response] | None = None) -> None:
+        """`not_found` makes the reply for every path no route matches (default: JSON 404)."""
         self.routes: list[Route] = []
         self.url_map = Map(strict_slashes=False, merge_slashes=False)
         self.not_found = not_found or (lambda: error_response(404, "no route for this path"))
@@ -118,10 +119,9 @@ class Router:
 
     def route(self, rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]:
         def register(view: View) -> View:
-            endpoint = f"{view.__name__}:{len(self.routes)}"
-            self.url_map.add(Rule(rule, methods=list(methods), endpoint=endpoint))
+            # The endpoint is the route's index, so that one view may serve several rules.
+            self.url_map.add(Rule(rule, methods=list(methods), endpoint=len(self.routes)))
             self.routes.append(Route(rule, tuple(methods), guarded(view)))
-            self._views = {f"{r.view.__name__}:{i}": r.view for i, r in enumerate(self.routes)}
             return view
 
         return register
@@ -136,5 +136,5 @@ class Router:
             allowed = ", ".join(sorted(error.valid_methods or []))
             return error_response(405, f"method {request.method} not allowed here; use {allowed}")
         except NotFound:
-            return error_response(404, f"no route for {request.method} {request.path}")
-        return self._views[endpoint](request, **arguments)
+            return self.not_found()
+        return self.routes[endpoint].view(request, **arguments)

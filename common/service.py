@@ -406,10 +406,7 @@ class NotificationService:
     def _unclaim(self, ids: Sequence[str], now: datetime) -> None:
         """Back to pending, dated so that the next sweep takes them again at once."""
         stale = now - timedelta(seconds=self.settings.pending_grace_seconds + 1)
-        for notification_id in ids:
-            self.store.update_if(
-                notification_id, [QUEUED], {"status": PENDING, "updated_at": stale}
-            )
+        self.store.move_status(ids, QUEUED, PENDING, stale)
 
     def retry(self, notification_id: str) -> Notification:
         """Manual retry: a failed (or waiting) notification is queued now, with a fresh budget."""
@@ -432,6 +429,3 @@ class NotificationService:
     def recover_in_process_queue(self, started_at: datetime) -> SweepReport:
         """After a start with the in-process queue, what was queued before is gone: requeue it."""
         return self.sweep(queued_before=started_at)
-
-
-__all__ = ["NotificationService", "SweepReport", "PENDING"]

@@ -102,6 +102,53 @@ def test_the_publisher_reconnects_after_its_connection_drops(rabbit):
     assert rabbit.depths()["messages"] == 2
 
 
+def test_depths_survive_their_idle_connection_being_dropped(rabbit):
+    rabbit.publish(["one"])
+    assert rabbit.depths()["messages"] == 1
+    # Idle between /stats calls, the depth connection's heartbeats go unanswered and the
+    # broker drops it: the next call must still answer, not report the depth unknown.
+    rabbit._connection._impl._transport._sock.shutdown(socket.SHUT_RDWR)
+    assert rabbit.depths() == {"messages": 1, "dead_letters": 0}
+
+
+def test_the_publisher_keeps_one_connection_across_publishes(rabbit):
+    rabbit.publish(["a"])
+    first = rabbit._publisher.connection
+    for index in range(20):
+        rabbit.publish([f"more-{index}"])
+    rabbit.publish_dead_letter({"id": "dead"})
+    assert rabbit._publisher.connection is first  # no connection per message
+    assert rabbit.depths() == {"messages": 21, "dead_letters": 1}
+
+
+def test_prefetch_bounds_the_deliveries_in_flight(rabbit_url, queue_names):
+    queue = RabbitQueue(
+        rabbit_url,
+        queue_name=queue_names[0],
+        dead_letter_queue=queue_names[1],
+        prefetch_count=2,
+        workers=8,
+    )
+    queue.publish([f"id-{i}" for i in range(8)])
+    lock, release = threading.Lock(), threading.Event()
+    running, most = [0], [0]
+
+    def handler(notification_id):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        release.wait(0.3)
+        with lock:
+            running[0] -= 1
+
+    stop, thread = run_consumer(queue, handler)
+    assert wait_for(lambda: queue.depths()["messages"] == 0, timeout=20)
+    stop.set()
+    thread.join(10)
+    queue.close()
+    assert most[0] == 2  # eight worker threads, but the broker hands out two at a time
+
+
 def test_consumer_acks_only_after_the_handler_returns(rabbit):
     rabbit.publish([f"id-{i}" for i in range(20)])
     seen: list[str] = []

@@ -93,6 +93,17 @@ def test_update_if_can_be_limited_to_some_types(store):
     assert store.get(note.id).status == SENT and store.get(mail.id).status == QUEUED
 
 
+def test_move_status_moves_only_those_in_the_given_status(store):
+    queued, sent = make(status=QUEUED), make(status=SENT)
+    store.add_many([queued, sent])
+    earlier = utcnow() - timedelta(minutes=5)
+    assert store.move_status([queued.id, sent.id, "missing"], QUEUED, PENDING, earlier) == 1
+    back = store.get(queued.id)
+    assert back.status == PENDING and back.updated_at == earlier
+    assert store.get(sent.id).status == SENT
+    assert store.move_status([], QUEUED, PENDING, earlier) == 0
+
+
 def test_mark_queued_moves_only_pending(store):
     a, b = make(), make(status=SENT)
     store.add_many([a, b])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
@@ -61,8 +62,6 @@ class StopSignal:
     """A threading.Event by another name, so that consumers do not depend on the runner."""
 
     def __init__(self):
-        import threading
-
         self._event = threading.Event()
 
     def set(self) -> None:

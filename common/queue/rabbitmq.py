@@ -64,58 +64,54 @@ class RabbitQueue(NotificationQueue):
             connect_timeout=connect_timeout,
             confirm_timeout=self.parameters.blocked_connection_timeout,
         )
-        # A separate blocking connection, under this lock, answers depths() and ping().
+        # depths() and ping() use a blocking connection of their own, under this lock.
         self._lock = threading.Lock()
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
 
-    # -- publishing -------------------------------------------------------------------------
+    # -- publishing (through the confirming publisher's own connection) ----------------------
 
-    def _open_channel(self):
-        connection = pika.BlockingConnection(self.parameters)
-        channel = connection.channel()
-        self._declare(channel)
-        return connection, channel
+    def publish(self, ids: Sequence[str]) -> None:
+        if ids:
+            self._publisher.publish(self.queue_name, [encode_message(i) for i in ids])
+
+    def publish_dead_letter(self, notification: dict) -> None:
+        body = json.dumps(notification, default=str).encode()
+        self._publisher.publish(self.dead_letter_queue, [body])
+
+    # -- queue depths (a blocking connection used under a lock) ------------------------------
 
     def _declare(self, channel) -> None:
         channel.queue_declare(self.queue_name, durable=True)
         channel.queue_declare(self.dead_letter_queue, durable=True)
 
-    def _publish_bodies(self, routing_key: str, bodies: Sequence[bytes]) -> None:
-        """Returns once every message is confirmed; raises QueueUnavailable otherwise."""
-        self._publisher.publish(routing_key, bodies)
+    def _count(self) -> dict[str, int]:
+        if self._channel is None or not self._channel.is_open:
+            self._connection = pika.BlockingConnection(self.parameters)
+            self._channel = self._connection.channel()
+            self._declare(self._channel)
+        main = self._channel.queue_declare(self.queue_name, passive=True)
+        dead = self._channel.queue_declare(self.dead_letter_queue, passive=True)
+        return {"messages": main.method.message_count, "dead_letters": dead.method.message_count}
 
-    def _close_publisher(self) -> None:
+    def depths(self) -> dict[str, int] | None:
+        # Between /stats calls this connection sits idle and nobody services its heartbeats,
+        # so the broker may have dropped it: one fresh connection is tried before giving up.
+        with self._lock:
+            for _ in range(2):
+                try:
+                    return self._count()
+                except CONNECTION_ERRORS:
+                    self._close_depth_connection()
+            return None
+
+    def _close_depth_connection(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
             try:
                 connection.close()
             except CONNECTION_ERRORS:
                 pass
-
-    def publish(self, ids: Sequence[str]) -> None:
-        if ids:
-            self._publish_bodies(self.queue_name, [encode_message(i) for i in ids])
-
-    def publish_dead_letter(self, notification: dict) -> None:
-        body = json.dumps(notification, default=str).encode()
-        self._publish_bodies(self.dead_letter_queue, [body])
-
-    def depths(self) -> dict[str, int] | None:
-        try:
-            with self._lock:
-                if self._channel is None or not self._channel.is_open:
-                    self._connection, self._channel = self._open_channel()
-                main = self._channel.queue_declare(self.queue_name, passive=True)
-                dead = self._channel.queue_declare(self.dead_letter_queue, passive=True)
-            return {
-                "messages": main.method.message_count,
-                "dead_letters": dead.method.message_count,
-            }
-        except CONNECTION_ERRORS:
-            with self._lock:
-                self._close_publisher()
-            return None
 
     def ping(self) -> None:
         if self.depths() is None:
@@ -124,7 +120,7 @@ class RabbitQueue(NotificationQueue):
     def close(self) -> None:
         self._publisher.close()
         with self._lock:
-            self._close_publisher()
+            self._close_depth_connection()
 
     # -- consuming --------------------------------------------------------------------------
 

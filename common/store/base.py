@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from common.errors import ValidationError
-from common.model import Notification
+from common.model import PENDING, QUEUED, Notification
 
 MAX_PAGE_SIZE = 200
 
@@ -100,8 +100,14 @@ class NotificationStore(ABC):
         notification is of one of them); the updated record, or None."""
 
     @abstractmethod
+    def move_status(
+        self, ids: Sequence[str], from_status: str, to_status: str, updated_at: datetime
+    ) -> int:
+        """In one bulk write, move those of `ids` that are in `from_status`; how many moved."""
+
     def mark_queued(self, ids: Sequence[str], now: datetime) -> int:
         """pending -> queued for these ids (after their publish was confirmed)."""
+        return self.move_status(ids, PENDING, QUEUED, now)
 
     @abstractmethod
     def claim_for_delivery(

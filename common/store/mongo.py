@@ -115,12 +115,14 @@ class MongoStore(NotificationStore):
         )
         return _to_notification(document) if document else None
 
-    def mark_queued(self, ids: Sequence[str], now: datetime) -> int:
+    def move_status(
+        self, ids: Sequence[str], from_status: str, to_status: str, updated_at: datetime
+    ) -> int:
         if not ids:
             return 0
         result = self.collection.update_many(
-            {"id": {"$in": list(ids)}, "status": PENDING},
-            {"$set": {"status": QUEUED, "updated_at": now}},
+            {"id": {"$in": list(ids)}, "status": from_status},
+            {"$set": {"status": to_status, "updated_at": updated_at}},
         )
         return result.modified_count
 

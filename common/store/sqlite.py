@@ -290,20 +290,20 @@ class SqliteStore(NotificationStore):
         )[0]
         return _to_notification(rows[0]) if rows else None
 
-    def mark_queued(self, ids: Sequence[str], now: datetime) -> int:
-        if not ids:
-            return 0
-        changed = 0
+    def move_status(
+        self, ids: Sequence[str], from_status: str, to_status: str, updated_at: datetime
+    ) -> int:
+        moved = 0
         # SQLite limits bound parameters; 900 per statement stays well inside it.
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             _, count = self._write(
                 f"UPDATE notifications SET status = ?, updated_at = ? "
                 f"WHERE status = ? AND id IN ({','.join('?' * len(chunk))})",
-                (QUEUED, to_millis(now), PENDING, *chunk),
+                (to_status, to_millis(updated_at), from_status, *chunk),
             )
-            changed += count
-        return changed
+            moved += count
+        return moved
 
     def claim_for_delivery(
         self, notification_id: str, now: datetime, lease_until: datetime
