@@ -108,7 +108,8 @@ def main() -> None:
     name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + ("-quick" if args.quick else "") + ".json"
     (RESULTS / name).write_text(json.dumps({**results, "rows": rows}, indent=2, default=str))
     print(f"\nsaved bench/results/{name}", file=sys.stderr)
-    if not args.no_doc and not args.only:
+    # Only a full run of every figure may stand as the published table.
+    if not args.no_doc and not args.only and not args.quick:
         write_doc(section)
         print("updated docs/benchmarks.md", file=sys.stderr)
 
