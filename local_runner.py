@@ -56,6 +56,10 @@ def serve(host: str, port: int | None, threads: int | None, env_file: str | None
     from common.logs import configure_logging
 
     configure_logging(settings.log_level)
+    if not settings.rabbitmq_url:
+        from common.runtime import host_in_process_delivery
+
+        host_in_process_delivery()  # this process's consumer reads the in-process queue
     app = FunctionRouter()
     background: list = []
 

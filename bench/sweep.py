@@ -52,10 +52,21 @@ def build(path: Path, total: int) -> list[str]:
             status, retry, next_time, sent = "retry_scheduled", 1, later, None
         else:
             status, retry, next_time, sent = "sent", 0, None, created + 20
-        chunk.append(
-            (notification_id, f"user-{i % 5000}", "in_app", "hello", None, None, None, status,
-             retry, 5, None, next_time, None, created, created, sent)
-        )  # fmt: skip
+        row = {
+            "id": notification_id,
+            "user_id": f"user-{i % 5000}",
+            "notification_type": "in_app",
+            "message": "hello",
+            "status": status,
+            "retry_count": retry,
+            "max_retries": 5,
+            "attempts": retry,
+            "next_retry_time": next_time,
+            "created_at": created,
+            "updated_at": created,
+            "sent_at": sent,
+        }
+        chunk.append(tuple(row.get(column) for column in COLUMNS))
         if len(chunk) == 100_000:
             db.executemany(insert, chunk)
             chunk.clear()

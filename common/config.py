@@ -19,6 +19,8 @@ from common.errors import ConfigError
 
 DEFAULT_RETRY_SCHEDULE = (30.0, 120.0, 600.0, 1800.0, 3600.0)
 SECRET_FIELDS = {"mail_password", "twilio_auth_token", "mongo_uri", "rabbitmq_url", "csrf_secret"}
+# The seed sent mail through Gmail with only MAIL_USERNAME and MAIL_PASSWORD set.
+SEED_MAIL_SERVER = "smtp.gmail.com"
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
@@ -48,8 +50,13 @@ class Settings:
     retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     sweep_interval: float = 30.0
     sweep_batch_size: int = 500
-    lease_seconds: float = 300.0
-    pending_grace_seconds: float = 60.0
+    lease_seconds: float = 30.0
+    pending_grace_seconds: float = 5.0
+    stale_queued_seconds: float = 600.0
+    retry_jitter: float = 0.1
+    publish_timeout: float = 1.5
+    store_timeout: float = 3.0
+    max_handling_failures: int = 5
     prefetch_count: int = 32
     delivery_workers: int = 8
     port: int = 8080
@@ -177,13 +184,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         retry_schedule=read.schedule("RETRY_SCHEDULE"),
         sweep_interval=read.number("SWEEP_INTERVAL", 30.0, float, minimum=0.05),
         sweep_batch_size=read.number("SWEEP_BATCH_SIZE", 500, minimum=1, maximum=100_000),
-        lease_seconds=read.number("LEASE_SECONDS", 300.0, float, minimum=0.05),
-        pending_grace_seconds=read.number("PENDING_GRACE_SECONDS", 60.0, float, minimum=0),
+        lease_seconds=read.number("LEASE_SECONDS", 30.0, float, minimum=0.3),
+        pending_grace_seconds=read.number("PENDING_GRACE_SECONDS", 5.0, float, minimum=0),
+        stale_queued_seconds=read.number("STALE_QUEUED_SECONDS", 600.0, float, minimum=0.1),
+        retry_jitter=read.number("RETRY_JITTER", 0.1, float, minimum=0, maximum=1),
+        publish_timeout=read.number("PUBLISH_TIMEOUT", 1.5, float, minimum=0.05, maximum=60),
+        store_timeout=read.number("STORE_TIMEOUT", 3.0, float, minimum=0.05, maximum=120),
+        max_handling_failures=read.number("MAX_HANDLING_FAILURES", 5, minimum=1, maximum=1000),
         prefetch_count=read.number("PREFETCH_COUNT", 32, minimum=1, maximum=65535),
         delivery_workers=read.number("DELIVERY_WORKERS", 8, minimum=1, maximum=256),
         port=read.number("PORT", 8080, minimum=1, maximum=65535),
         log_level=(read.text("LOG_LEVEL", "INFO") or "INFO").upper(),
-        csrf_secret=read.text("CSRF_SECRET"),
+        # The seed's SECRET_KEY signs what CSRF_SECRET would, so its .env keeps working.
+        csrf_secret=read.text("CSRF_SECRET") or read.text("SECRET_KEY"),
     )
     _check_combinations(values, read)
     if read.problems:
@@ -207,8 +220,9 @@ def _check_combinations(values: dict, read: _Reader) -> None:
             read.problems.append("MAIL_USE_TLS and MAIL_USE_SSL are both true: choose one")
     if bool(values["mail_username"]) != bool(values["mail_password"]):
         read.problems.append("MAIL_USERNAME and MAIL_PASSWORD must be given together")
-    if (values["mail_username"] or values["mail_password"]) and not values["mail_server"]:
-        read.problems.append("MAIL_USERNAME is set but MAIL_SERVER is not")
+    if values["mail_username"] and values["mail_password"] and not values["mail_server"]:
+        # The seed's .env: a Gmail login alone, sent through Gmail on 587 with STARTTLS.
+        values["mail_server"] = SEED_MAIL_SERVER
     if values["mail_server"] and not (values["mail_default_sender"] or values["mail_username"]):
         read.problems.append("MAIL_SERVER is set but neither MAIL_DEFAULT_SENDER nor MAIL_USERNAME")
     if values["log_level"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

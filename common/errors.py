@@ -48,6 +48,20 @@ class Unavailable(ServiceError):
     http_status = 503
 
 
+class StoreUnavailable(Unavailable):
+    """The store could not be reached, or did not take a write within STORE_TIMEOUT.
+
+    Each store adapter raises this for its own driver's outage errors, so that nothing above
+    the adapters needs to know sqlite3's or pymongo's exception types."""
+
+
+class IdempotencyConflict(ServiceError):
+    """An Idempotency-Key came back with a different request: 422, as Stripe and the IETF
+    Idempotency-Key draft answer, never the first notification passed off as this one."""
+
+    http_status = 422
+
+
 class ConfigError(Exception):
     """The environment is invalid; `problems` names every bad setting."""
 

@@ -51,6 +51,7 @@ HTTP_FUNCTIONS = (
     FunctionSpec("http_stats.py", "http_stats"),
     FunctionSpec("http_web.py", "http_web"),
     FunctionSpec("http_openapi.py", "http_openapi"),
+    FunctionSpec("http_health.py", "http_health"),
     FunctionSpec("cron_retry_sweep.py", "http_retry_sweep"),
 )
 DELIVER = FunctionSpec("queue_deliver.py", "queue_deliver", "cloudevent")
@@ -101,13 +102,18 @@ def _call_event_function(function: Callable, event: CloudEvent) -> None:
         log.error("event=rejected_event status=%s id=%s", error.code, event["id"])
 
 
+# A consumer thread that ends without being asked to is started again after this long.
+CONSUMER_RESTART_DELAY = 1.0
+
+
 class BackgroundWork:
-    """The consumer thread (queue -> queue_deliver) and the sweep timer (-> cron_retry_sweep)."""
+    """The consumer thread (queue -> queue_deliver) and the sweep timer (-> cron_retry_sweep),
+    each supervised: whatever ends one that was not asked to stop, it is started again."""
 
     def __init__(self, sweep_interval: float):
-        from common.runtime import get_service
+        from common import runtime
 
-        self.service = get_service()
+        self.service = runtime.get_service()
         _, deliver_module = load_function(DELIVER)
         _, sweep_module = load_function(SWEEP)
         self.deliver: Callable = deliver_module.queue_deliver
@@ -115,6 +121,10 @@ class BackgroundWork:
         self.sweep_interval = sweep_interval
         self.stop_signal = StopSignal()
         self.threads: list[threading.Thread] = []
+        # Set when the broker is back: the sweep runs at once for what waited meanwhile.
+        self._sweep_now = threading.Event()
+        self._connected_before = False
+        self.consumer = runtime.consumer_state = runtime.ConsumerState()
 
     def start(self) -> None:
         started_at = utcnow()
@@ -123,33 +133,65 @@ class BackgroundWork:
             report = self.service.recover_in_process_queue(started_at)
             if report.requeued:
                 log.info("event=recovered_after_restart requeued=%d", report.requeued)
+        self.service.queue.on_connected(self._broker_connected)
         self.threads = [
-            threading.Thread(target=self._consume, name="consumer", daemon=True),
+            threading.Thread(target=self._supervise_consumer, name="consumer", daemon=True),
             threading.Thread(target=self._tick, name="sweep-timer", daemon=True),
         ]
         for thread in self.threads:
             thread.start()
         log.info("event=background_started sweep_interval=%.1fs", self.sweep_interval)
 
-    def _consume(self) -> None:
+    def _broker_connected(self) -> None:
+        if self._connected_before:
+            log.info("event=broker_reconnected sweep=now")
+            self._sweep_now.set()
+        self._connected_before = True
+
+    def _supervise_consumer(self) -> None:
         def handle(notification_id: str) -> None:
             _call_event_function(self.deliver, delivery_event(notification_id))
 
-        self.service.queue.consume(handle, self.stop_signal)
+        while not self.stop_signal.is_set():
+            self.consumer.running = True
+            try:
+                self.service.queue.consume(handle, self.stop_signal)
+                error = "returned"
+            except Exception as failure:  # noqa: BLE001 - any end is restarted
+                error = repr(failure)
+                log.exception("event=consumer_died")
+            self.consumer.running = False
+            if self.stop_signal.is_set():
+                break
+            self.consumer.restarts += 1
+            self.consumer.last_error = error
+            log.error("event=consumer_restart restarts=%d error=%s", self.consumer.restarts, error)
+            self.stop_signal.wait(CONSUMER_RESTART_DELAY)
 
     def _tick(self) -> None:
-        while not self.stop_signal.wait(self.sweep_interval):
-            event = CloudEvent(
-                {"type": "com.notifications.sweep", "source": "local-runner/timer"}, {}
-            )
-            try:
-                _call_event_function(self.sweep, event)
-            except Exception:
-                log.exception("event=sweep_failed")
+        wait = self.sweep_interval
+        while not self.stop_signal.is_set():
+            woken = self._sweep_now.wait(wait)
+            if self.stop_signal.is_set():
+                break
+            self._sweep_now.clear()
+            self._run_sweep()
+            # After a reconnect, one more sweep once the pending grace has passed: what was
+            # accepted in the last moments of the outage is then old enough to be taken.
+            grace = self.service.settings.pending_grace_seconds + 1
+            wait = min(self.sweep_interval, grace) if woken else self.sweep_interval
+
+    def _run_sweep(self) -> None:
+        event = CloudEvent({"type": "com.notifications.sweep", "source": "local-runner/timer"}, {})
+        try:
+            _call_event_function(self.sweep, event)
+        except Exception:
+            log.exception("event=sweep_failed")
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop consuming, let in-flight deliveries finish and record their outcome."""
         self.stop_signal.set()
+        self._sweep_now.set()
         for thread in self.threads:
             thread.join(timeout)
         log.info("event=background_stopped")

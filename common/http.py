@@ -18,8 +18,7 @@ import flask
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
-from common.errors import ServiceError, UnsupportedMediaType, ValidationError
-from common.store.base import STORE_OUTAGES
+from common.errors import ServiceError, Unavailable, UnsupportedMediaType, ValidationError
 
 log = logging.getLogger("notifications.http")
 
@@ -66,11 +65,11 @@ def guarded(view: View) -> View:
     def wrapper(*args, **kwargs):
         try:
             return view(*args, **kwargs)
+        except Unavailable as error:
+            log.warning("event=unavailable view=%s error=%s", view.__name__, error.message)
+            return json_response(error.to_dict(), error.http_status)
         except ServiceError as error:
             return json_response(error.to_dict(), error.http_status)
-        except STORE_OUTAGES:
-            log.exception("event=store_unavailable view=%s", view.__name__)
-            return error_response(503, "the notification store is unavailable; try again shortly")
         except Exception:
             log.exception("event=unhandled_error view=%s", view.__name__)
             return error_response(500, "internal error; the details are in the service log")

@@ -5,6 +5,8 @@ Pure code: no I/O, so every rule here is tested without a database or a broker.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -14,7 +16,7 @@ from typing import Any
 
 from common.errors import ValidationError
 
-# Life cycle (shared/DESIGN.md):
+# Life cycle (shared/DESIGN.md; the moves between them are in common/lifecycle.py):
 # pending -> queued -> sending -> sent | retry_scheduled | failed_permanently
 PENDING = "pending"
 QUEUED = "queued"
@@ -23,9 +25,6 @@ SENT = "sent"
 RETRY_SCHEDULED = "retry_scheduled"
 FAILED_PERMANENTLY = "failed_permanently"
 STATUSES = (PENDING, QUEUED, SENDING, SENT, RETRY_SCHEDULED, FAILED_PERMANENTLY)
-
-# States a manual retry may restart: the notification has given up, or is waiting for a retry.
-RETRYABLE_BY_HAND = (FAILED_PERMANENTLY, RETRY_SCHEDULED)
 
 EMAIL = "email"
 SMS = "sms"
@@ -40,7 +39,10 @@ MAX_EMAIL_LENGTH = 254
 
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@+\-]+$")
 # Deliberately simple: one @, no spaces, no control characters, a dot in the domain.
-EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
+# C0 and C1 control characters both: Python's \s also matches U+0085 (a C1), JSON Schema's not.
+EMAIL_PATTERN = re.compile(
+    r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+$"
+)
 E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")
 ALLOWED_FIELDS = {"user_id", "notification_type", "type", "message", "email", "phone", "subject"}
 
@@ -69,6 +71,14 @@ class Notification:
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # Claims so far: each delivery attempt claims the notification once.
+    attempts: int = 0
+    # The current claim's token: only the worker holding it may record an outcome.
+    claim_token: str | None = None
+    # A failed notification's copy reached the dead-letter queue at this time (None: not yet).
+    dead_lettered_at: datetime | None = None
+    # Fingerprint of the request that created it, to tell an idempotent repeat from a reuse.
+    request_hash: str | None = None
     # Set (not stored) when a submission repeated an idempotency key and found this one.
     duplicate: bool = field(default=False, compare=False, repr=False)
 
@@ -85,10 +95,10 @@ class Notification:
         return replace(self, **changes)
 
 
-# What the API shows: everything but the claim's lease and the per-reply `duplicate` flag.
-PUBLIC_FIELDS = tuple(
-    f.name for f in fields(Notification) if f.name not in ("lease_until", "duplicate")
-)
+# What the API shows: everything but the claim (lease, token), the request's fingerprint and
+# the per-reply `duplicate` flag.
+PRIVATE_FIELDS = ("lease_until", "claim_token", "request_hash", "duplicate")
+PUBLIC_FIELDS = tuple(f.name for f in fields(Notification) if f.name not in PRIVATE_FIELDS)
 
 
 def normalise_type(value: Any) -> str | None:
@@ -99,6 +109,10 @@ def normalise_type(value: Any) -> str | None:
     return lowered if lowered in TYPES else None
 
 
+class _Unstorable(ValueError):
+    """Text that no store can hold: a NUL, or half of a UTF-16 surrogate pair."""
+
+
 def _text(payload: Mapping[str, Any], name: str) -> str | None:
     value = payload.get(name)
     if value is None:
@@ -106,7 +120,24 @@ def _text(payload: Mapping[str, Any], name: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise TypeError
     value = str(value).strip()
+    if "\x00" in value:
+        raise _Unstorable
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800"): valid JSON, not valid text
+        raise _Unstorable from None
     return value or None
+
+
+def user_id_problem(user_id: str | None) -> str | None:
+    """Why `user_id` cannot be anyone's id, or None."""
+    if not user_id:
+        return "is required"
+    if len(user_id) > MAX_USER_ID_LENGTH:
+        return f"must be at most {MAX_USER_ID_LENGTH} characters"
+    if not USER_ID_PATTERN.fullmatch(user_id):
+        return "may contain only letters, digits and . _ : @ + -"
+    return None
 
 
 def validate_request(payload: Any, max_retries: int = 5) -> Notification:
@@ -120,10 +151,13 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
             values[name] = _text(payload, name)
         except TypeError:
             errors[name] = "must be a string"
+        except _Unstorable:
+            errors[name] = "must be text without NUL characters or unpaired surrogates"
 
     unknown = sorted(set(payload) - ALLOWED_FIELDS)
     for name in unknown:
-        errors[str(name)[:64]] = "is not a known field"
+        shown = str(name)[:64].encode("utf-8", "replace").decode("utf-8")
+        errors[shown] = "is not a known field"
 
     raw_type = payload.get("notification_type", payload.get("type"))
     notification_type = normalise_type(raw_type)
@@ -133,13 +167,8 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
         errors["notification_type"] = "must be one of email, sms, in_app"
 
     user_id = values.get("user_id")
-    if "user_id" not in errors:
-        if not user_id:
-            errors["user_id"] = "is required"
-        elif len(user_id) > MAX_USER_ID_LENGTH:
-            errors["user_id"] = f"must be at most {MAX_USER_ID_LENGTH} characters"
-        elif not USER_ID_PATTERN.match(user_id):
-            errors["user_id"] = "may contain only letters, digits and . _ : @ + -"
+    if "user_id" not in errors and (problem := user_id_problem(user_id)):
+        errors["user_id"] = problem
 
     message = values.get("message")
     if "message" not in errors:
@@ -168,7 +197,7 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
 
     if errors:
         raise ValidationError("invalid notification", errors)
-    return Notification(
+    notification = Notification(
         user_id=user_id,
         notification_type=notification_type,
         message=message,
@@ -177,12 +206,32 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
         subject=subject,
         max_retries=max_retries,
     )
+    notification.request_hash = request_fingerprint(notification)
+    return notification
 
 
-def retry_delay(retry_count: int, schedule: Sequence[float]) -> timedelta:
-    """Delay before retry number `retry_count` (1-based); past the schedule, its last step."""
+def request_fingerprint(notification: Notification) -> str:
+    """What the client asked for, after normalising: equal for an idempotent repeat."""
+    asked = [
+        notification.user_id,
+        notification.notification_type,
+        notification.message,
+        notification.email,
+        notification.phone,
+        notification.subject,
+    ]
+    return hashlib.sha256(json.dumps(asked).encode()).hexdigest()
+
+
+def retry_delay(
+    retry_count: int, schedule: Sequence[float], jitter: float = 0.0, spread: float = 0.0
+) -> timedelta:
+    """Delay before retry number `retry_count` (1-based); past the schedule, its last step.
+
+    `spread` in [-1, 1] (random, from the caller) moves it by up to `jitter` of itself, so that
+    the retries of a provider outage do not all fire in one burst."""
     index = min(max(retry_count, 1), len(schedule)) - 1
-    return timedelta(seconds=schedule[index])
+    return timedelta(seconds=schedule[index] * (1 + jitter * spread))
 
 
 def retries_left(notification: Notification) -> bool:

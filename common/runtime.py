@@ -9,20 +9,36 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from dataclasses import dataclass
 
 from common.channels import make_channels
-from common.config import get_settings
+from common.config import Settings, get_settings
 from common.errors import ConfigError, Unavailable
 from common.logs import configure_logging
 from common.queue import make_queue
 from common.service import NotificationService
 from common.store import make_store
-from common.store.base import STORE_OUTAGES
 
 log = logging.getLogger("notifications")
 
 _lock = threading.Lock()
 _service: NotificationService | None = None
+# True where something in this process delivers from the in-process queue (the local runner,
+# or a test that wired its own service): only then may a function accept notifications
+# without RABBITMQ_URL.
+_in_process_delivery = False
+
+
+@dataclass
+class ConsumerState:
+    """What the runner's consumer is doing, for /readyz; None where no consumer runs here."""
+
+    running: bool = False
+    restarts: int = 0
+    last_error: str | None = None
+
+
+consumer_state: ConsumerState | None = None
 
 
 def get_service() -> NotificationService:
@@ -41,7 +57,7 @@ def get_service() -> NotificationService:
                     )
                 try:
                     store = make_store(settings)
-                except STORE_OUTAGES as error:
+                except Unavailable as error:
                     # Not cached: the next invocation tries again, as a cold start would.
                     raise Unavailable(f"cannot reach the notification store: {error}") from error
                 _service = NotificationService(settings, store, make_queue(settings), channels)
@@ -50,15 +66,40 @@ def get_service() -> NotificationService:
 
 def set_service(service: NotificationService | None) -> None:
     """Install a service built elsewhere (tests), or forget the current one."""
-    global _service
+    global _service, _in_process_delivery
     with _lock:
         _service = service
+        if service is not None:
+            _in_process_delivery = True
 
 
-def require_valid_settings() -> None:
-    """Stop a process at start with one readable message when the configuration is wrong."""
+def host_in_process_delivery() -> None:
+    """Called by the local runner, whose consumer delivers from the in-process queue."""
+    global _in_process_delivery
+    _in_process_delivery = True
+
+
+def undeliverable_setup(settings: Settings) -> str | None:
+    """Why notifications accepted here would never be delivered, or None."""
+    if settings.rabbitmq_url or _in_process_delivery:
+        return None
+    return (
+        "RABBITMQ_URL is unset: this function alone would queue notifications in its own "
+        "memory, where no deliverer can reach them. Set RABBITMQ_URL (as every deployed "
+        "function must), or run all functions together with `python local_runner.py serve`."
+    )
+
+
+def require_valid_settings(*, accepts_notifications: bool = False) -> None:
+    """Stop a process at start with one readable message when the configuration is wrong.
+
+    `accepts_notifications`: the function queues notifications, so it needs a queue that a
+    deliverer reads."""
     try:
         settings = get_settings()
+        problem = undeliverable_setup(settings) if accepts_notifications else None
+        if problem:
+            raise ConfigError([problem])
     except ConfigError as error:
         message = "configuration error:\n" + "\n".join(f"  - {p}" for p in error.problems)
         print(message, file=sys.stderr)

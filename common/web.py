@@ -20,6 +20,7 @@ from werkzeug.exceptions import NotFound as NoSuchFile
 
 from common import web_csrf
 from common.errors import NotFound, ServiceError
+from common.lifecycle import RETRYABLE_BY_HAND
 from common.model import (
     EMAIL,
     FAILED_PERMANENTLY,
@@ -27,7 +28,6 @@ from common.model import (
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
-    RETRYABLE_BY_HAND,
     SENDING,
     SENT,
     SMS,

@@ -12,10 +12,12 @@ import flask
 from common.errors import NotFound, ValidationError
 from common.model import Notification
 from common.runtime import get_service
-from common.web import render, user_url
+from common.user_ids import user_id_problem
+from common.web import error_page, render, user_url
 
 PAGE_SIZES = ("10", "20", "50", "100")
 DEFAULT_PAGE_SIZE = "20"
+SHOWN_ID_LENGTH = 64  # how much of a bad user id an error page repeats
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,16 @@ def api_url(user_id: str, query: ListingQuery) -> str:
     """The JSON API address for the same listing, which the page polls for live updates."""
     params = query.params(limit=query.page_size)
     return f"/users/{quote(user_id, safe='@:+')}/notifications?{urlencode(params)}"
+
+
+def not_a_user_id_page(user_id: str) -> flask.Response | None:
+    """A 400 page naming what is wrong when no notification can belong to `user_id`; None for
+    an id that follows the rule (an id with no notifications yet is still a user's page)."""
+    problem = user_id_problem(user_id)
+    if problem is None:
+        return None
+    shown = user_id[:SHOWN_ID_LENGTH] + ("…" if len(user_id) > SHOWN_ID_LENGTH else "")
+    return error_page(400, "Not a user id", f"“{shown}” is not a user id: a user id {problem}.")
 
 
 def render_user_page(

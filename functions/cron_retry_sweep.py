@@ -4,13 +4,15 @@
 `http_retry_sweep` is the same sweep for a scheduler that calls a plain HTTP endpoint.
 """
 
+from dataclasses import asdict
+
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
 from common.http import Router, json_response
 from common.runtime import get_service, require_valid_settings
 
-require_valid_settings()
+require_valid_settings(accepts_notifications=True)
 router = Router()
 
 
@@ -22,7 +24,7 @@ def cron_retry_sweep(cloud_event):
 @router.route("/sweep", methods=("POST",))
 def sweep(request):
     report = get_service().sweep()
-    return json_response({"requeued": report.requeued, "publish_failed": report.publish_failed})
+    return json_response(asdict(report))
 
 
 @functions_framework.http

@@ -3,15 +3,18 @@
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
-from common.http import Router, json_response
+from common.errors import UnsupportedMediaType
+from common.http import FORM_CONTENT_TYPES, Router, json_response
 from common.runtime import get_service, require_valid_settings
+from common.user_ids import check_user_id
 
-require_valid_settings()
+require_valid_settings(accepts_notifications=True)
 router = Router()
 
 
 @router.route("/users/<user_id>/notifications", methods=("GET",))
 def list_for_user(request, user_id):
+    check_user_id(user_id)  # no notification can belong to an id that breaks the rule
     page = get_service().list_for_user(
         user_id,
         notification_type=request.args.get("type") or request.args.get("notification_type"),
@@ -36,6 +39,7 @@ def get_one(request, notification_id):
 
 @router.route("/notifications/<notification_id>/retry", methods=("POST",))
 def retry(request, notification_id):
+    _refuse_a_form_body(request)
     notification = get_service().retry(notification_id)
     return json_response(
         {
@@ -45,6 +49,17 @@ def retry(request, notification_id):
         },
         202,
     )
+
+
+def _refuse_a_form_body(request) -> None:
+    """The retry takes no body; a form or plain-text one is refused as on every JSON endpoint,
+    because another site's page can send those without the browser asking first."""
+    has_body = bool(request.content_length) or bool(request.get_data(cache=True))
+    if request.mimetype in FORM_CONTENT_TYPES and has_body:
+        raise UnsupportedMediaType(
+            f"the body is {request.mimetype}; send no body, or JSON with "
+            "Content-Type: application/json"
+        )
 
 
 @functions_framework.http

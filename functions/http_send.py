@@ -6,7 +6,7 @@ import functions_framework
 from common.http import Router, json_response, read_json
 from common.runtime import get_service, require_valid_settings
 
-require_valid_settings()
+require_valid_settings(accepts_notifications=True)
 router = Router()
 
 

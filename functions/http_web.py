@@ -11,6 +11,7 @@ from common import web_csrf
 from common.errors import Conflict, Unavailable, ValidationError
 from common.http import Router
 from common.runtime import get_service, require_valid_settings
+from common.user_ids import user_id_problem
 from common.web import (
     error_page,
     page,
@@ -22,9 +23,14 @@ from common.web import (
     user_url,
 )
 from common.web_forms import TYPE_CHOICES, SendForm
-from common.web_listing import ListingQuery, render_user_page, retry_for_user
+from common.web_listing import (
+    ListingQuery,
+    not_a_user_id_page,
+    render_user_page,
+    retry_for_user,
+)
 
-require_valid_settings()
+require_valid_settings(accepts_notifications=True)
 share_static_folder()
 router = Router(not_found=lambda: error_page(404, "Not found", "There is no page here."))
 
@@ -84,16 +90,22 @@ def send_notification(request):
 @router.route("/users", methods=("GET",))
 @page
 def find_user(request):
-    user_id = request.args.get("user_id", "").strip()
-    if user_id:
-        return redirect(user_url(user_id))
-    error = "Enter a user id" if "user_id" in request.args else None
-    return render(request, "users.html", 400 if error else 200, active="users", error=error)
+    if "user_id" not in request.args:
+        return render(request, "users.html", active="users", error=None, typed="")
+    typed = request.args["user_id"].strip()
+    problem = user_id_problem(typed)
+    if problem is None:
+        return redirect(user_url(typed))
+    error = f"A user id {problem}" if typed else "Enter a user id"
+    return render(request, "users.html", 400, active="users", error=error, typed=typed[:500])
 
 
 @router.route("/users/<user_id>", methods=("GET", "POST"))
 @page
 def user_notifications(request, user_id):
+    invalid = not_a_user_id_page(user_id)
+    if invalid is not None:
+        return invalid
     query = ListingQuery.from_args(request.args)
     if request.method == "GET":
         return render_user_page(request, user_id, query)

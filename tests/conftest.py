@@ -34,6 +34,16 @@ def _mongo_store():
     yield MongoStore(database=database, client=client)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def hosted_like_the_runner():
+    """Tests that load functions in this process play the local runner's part: they deliver
+    from the in-process queue themselves. (Alone under the stock CLI, without RABBITMQ_URL, a
+    function that queues work refuses to start: tests/test_deploy_stock_cli.py.)"""
+    from common.runtime import host_in_process_delivery
+
+    host_in_process_delivery()
+
+
 @pytest.fixture(params=["sqlite", "mongo"])
 def store(request, tmp_path):
     if request.param == "sqlite":

@@ -1,4 +1,6 @@
-"""EmailChannel against a real SMTP server (aiosmtpd): what arrives, and how refusals classify."""
+"""EmailChannel against a real SMTP server (aiosmtpd): what arrives, and how refusals classify:
+permanent only when the recipient or the message is refused, transient (and a setup problem
+for the operator) when the server refuses us."""
 
 from __future__ import annotations
 
@@ -14,8 +16,13 @@ from common.config import load_settings
 from common.model import EMAIL, Notification
 from tests.support.fixtures import unused_port
 from tests.support.smtp_server import (
+    QUOTA_DATA,
+    QUOTA_MAIL,
+    REFUSE_GREETING,
+    REFUSE_SENDER,
     REJECT,
     REJECT_DATA,
+    RELAY_DENIED,
     TEMPFAIL,
     TEMPFAIL_DATA,
     SmtpServer,
@@ -111,27 +118,61 @@ def test_missing_or_malformed_address_is_permanent(smtp_server, tmp_path, addres
 
 
 @pytest.mark.parametrize(
-    "mode, outcome, code",
-    [
-        (TEMPFAIL, Outcome.TRANSIENT, "451"),
-        (REJECT, Outcome.PERMANENT, "550"),
-        (TEMPFAIL_DATA, Outcome.TRANSIENT, "451"),
-        (REJECT_DATA, Outcome.PERMANENT, "554"),
-    ],
+    "mode, reply",
+    [(REJECT, "at RCPT TO: 550 5.1.1"), (REJECT_DATA, "at DATA: 554 5.6.0")],
 )
-def test_server_refusals_are_classified_by_reply_code(smtp_server, tmp_path, mode, outcome, code):
+def test_refused_recipient_or_content_is_permanent(smtp_server, tmp_path, mode, reply):
     smtp_server.mode = mode
 
     result = channel_for(smtp_server, tmp_path).deliver(email())
 
-    assert result.outcome is outcome
-    assert code in result.detail
+    assert result.outcome is Outcome.PERMANENT
+    assert reply in result.detail
+    assert not result.setup_problem
     assert smtp_server.messages == []
 
 
-def test_retry_succeeds_once_the_server_accepts_again(smtp_server, tmp_path):
+@pytest.mark.parametrize(
+    "mode, reply",
+    [(TEMPFAIL, "at RCPT TO: 451 4.3.0"), (TEMPFAIL_DATA, "at DATA: 451 4.3.0")],
+)
+def test_deferrals_are_transient(smtp_server, tmp_path, mode, reply):
+    smtp_server.mode = mode
+
+    result = channel_for(smtp_server, tmp_path).deliver(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert reply in result.detail
+    assert not result.setup_problem  # the server's moment, nothing for the operator to fix
+
+
+@pytest.mark.parametrize(
+    "mode, reply",
+    [
+        (REFUSE_GREETING, "at greeting: 554 5.7.1"),
+        (REFUSE_SENDER, "at MAIL FROM: 553 5.7.1 sender not allowed"),
+        (QUOTA_MAIL, "at MAIL FROM: 550 5.4.5 Daily user sending quota exceeded"),
+        (QUOTA_DATA, "at DATA: 550 5.4.5 Daily user sending quota exceeded"),
+        (RELAY_DENIED, "at RCPT TO: 554 5.7.1 Relay access denied"),
+    ],
+)
+def test_refusals_of_the_sender_are_transient_setup_problems(smtp_server, tmp_path, mode, reply):
+    # A 5xx that refuses our server, sender address or quota would fail every notification:
+    # the operator fixes the setup and the retries succeed.
+    smtp_server.mode = mode
+
+    result = channel_for(smtp_server, tmp_path).deliver(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.setup_problem
+    assert reply in result.detail
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize("refusal", [TEMPFAIL, REFUSE_SENDER, REFUSE_GREETING])
+def test_retry_succeeds_once_the_server_accepts_again(smtp_server, tmp_path, refusal):
     channel = channel_for(smtp_server, tmp_path)
-    smtp_server.mode = TEMPFAIL
+    smtp_server.mode = refusal
     assert channel.deliver(email()).outcome is Outcome.TRANSIENT
 
     smtp_server.mode = "accept"
@@ -148,6 +189,7 @@ def test_connection_refused_is_transient(tmp_path):
 
     assert result.outcome is Outcome.TRANSIENT
     assert "refused" in result.detail.lower()
+    assert not result.setup_problem
 
 
 def test_silent_server_times_out_as_transient(tmp_path):
@@ -161,12 +203,14 @@ def test_silent_server_times_out_as_transient(tmp_path):
 
     assert result.outcome is Outcome.TRANSIENT
     assert "timed out" in result.detail
+    assert not result.setup_problem
 
 
 def test_starttls_requested_but_not_offered_is_transient(smtp_server, tmp_path):
     result = channel_for(smtp_server, tmp_path, MAIL_USE_TLS="true").deliver(email())
 
     assert result.outcome is Outcome.TRANSIENT
+    assert result.setup_problem
     assert "STARTTLS" in result.detail
     assert smtp_server.messages == []
 
@@ -180,13 +224,14 @@ def test_login_with_the_right_password(tmp_path):
         assert len(server.wait_for_messages(1)) == 1
 
 
-def test_wrong_password_is_transient_authentication_failure(tmp_path):
+def test_wrong_password_is_transient_setup_problem_without_the_password(tmp_path):
     with SmtpServer(auth=("mailer", "s3cret")) as server:
-        result = channel_for(server, tmp_path, MAIL_PASSWORD="wrong").deliver(email())
+        result = channel_for(server, tmp_path, MAIL_PASSWORD="wrong-pw-42").deliver(email())
 
         assert result.outcome is Outcome.TRANSIENT
-        assert "authentication failed" in result.detail
-        assert "535" in result.detail
+        assert result.setup_problem
+        assert "authentication failed at AUTH: 535" in result.detail
+        assert "wrong-pw-42" not in result.detail
         assert server.messages == []
 
 
@@ -209,6 +254,7 @@ def test_untrusted_certificate_is_refused_as_transient(tmp_path):
         result = EmailChannel(settings).deliver(email())  # the system CAs: test CA unknown
 
         assert result.outcome is Outcome.TRANSIENT
+        assert result.setup_problem
         assert "certificate" in result.detail.lower()
         assert server.messages == []
 
@@ -220,25 +266,54 @@ def test_description_names_server_and_security(smtp_server, tmp_path):
     assert channel.check().startswith("SMTP 127.0.0.1")
 
 
+def refused_recipient(code: int, reply: bytes) -> smtplib.SMTPRecipientsRefused:
+    return smtplib.SMTPRecipientsRefused({"alice@example.com": (code, reply)})
+
+
+PERMANENT, TRANSIENT = Outcome.PERMANENT, Outcome.TRANSIENT
+
+
 @pytest.mark.parametrize(
-    "error, outcome",
+    "error, outcome, setup_problem",
     [
-        (smtplib.SMTPSenderRefused(553, b"5.7.1 sender not allowed", "n@x.com"), Outcome.PERMANENT),
-        (smtplib.SMTPSenderRefused(421, b"4.7.0 too busy", "n@x.com"), Outcome.TRANSIENT),
-        (smtplib.SMTPDataError(552, b"5.3.4 message too big"), Outcome.PERMANENT),
-        (smtplib.SMTPAuthenticationError(535, b"5.7.8 bad credentials"), Outcome.TRANSIENT),
-        (smtplib.SMTPResponseException(530, b"5.7.0 authentication required"), Outcome.TRANSIENT),
-        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), Outcome.TRANSIENT),
-        (ssl.SSLError("handshake failed"), Outcome.TRANSIENT),
-        (RuntimeError("anything else"), Outcome.TRANSIENT),
+        # Refused recipients and messages: retrying cannot help.
+        (refused_recipient(550, b"5.1.1 no such user"), PERMANENT, False),
+        (refused_recipient(552, b"5.2.2 mailbox quota exceeded"), PERMANENT, False),  # theirs
+        (smtplib.SMTPDataError(552, b"5.3.4 message too big"), PERMANENT, False),
+        (smtplib.SMTPDataError(550, b"5.7.1 content rejected as spam"), PERMANENT, False),
+        (smtplib.SMTPDataError(554, b"Transaction failed"), PERMANENT, False),
+        # The moment: the server asks to come back.
+        (refused_recipient(450, b"4.2.1 receiving mail too quickly"), TRANSIENT, False),
+        (smtplib.SMTPSenderRefused(421, b"4.7.0 too busy", "n@x.com"), TRANSIENT, False),
+        (smtplib.SMTPConnectError(421, b"4.3.2 service not available"), TRANSIENT, False),
+        (smtplib.SMTPResponseException(454, b"4.7.0 TLS not available"), TRANSIENT, False),
+        (smtplib.SMTPDataError(503, b"5.5.1 bad sequence of commands"), TRANSIENT, False),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), TRANSIENT, False),
+        (RuntimeError("anything else"), TRANSIENT, False),
+        # The sender's setup: a 5xx before RCPT, quotas, sender authentication, TLS.
+        (smtplib.SMTPConnectError(554, b"5.7.1 your IP is on a blocklist"), TRANSIENT, True),
+        (smtplib.SMTPHeloError(501, b"5.5.4 invalid domain name"), TRANSIENT, True),
+        (smtplib.SMTPSenderRefused(553, b"5.7.1 sender not allowed", "n@x.com"), TRANSIENT, True),
+        (smtplib.SMTPAuthenticationError(535, b"5.7.8 bad credentials"), TRANSIENT, True),
+        (smtplib.SMTPAuthenticationError(534, b"5.7.14 log in via browser"), TRANSIENT, True),
+        (smtplib.SMTPResponseException(530, b"5.7.0 authentication required"), TRANSIENT, True),
+        (refused_recipient(550, b"5.7.1 rate limit exceeded for sender"), TRANSIENT, True),
+        (refused_recipient(554, b"5.7.1 Relay access denied"), TRANSIENT, True),
+        (smtplib.SMTPDataError(550, b"5.4.5 Daily user sending quota exceeded"), TRANSIENT, True),
+        (smtplib.SMTPDataError(550, b"5.7.26 This mail is unauthenticated"), TRANSIENT, True),
+        (ssl.SSLError("handshake failed"), TRANSIENT, True),
     ],
 )
-def test_classification_of_smtplib_errors(error, outcome):
+def test_classification_of_smtplib_errors(error, outcome, setup_problem):
     result = classify_smtp_error(error, "smtp.example.com:587")
 
     assert result.outcome is outcome
+    assert result.setup_problem is setup_problem
     if isinstance(error, smtplib.SMTPResponseException):
         assert str(error.smtp_code) in result.detail
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        ((code, _),) = error.recipients.values()
+        assert f"at RCPT TO: {code}" in result.detail
 
 
 def test_build_message_keeps_display_names_out_of_the_message_id():

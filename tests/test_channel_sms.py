@@ -1,5 +1,6 @@
 """SmsChannel with the real twilio client against FakeTwilio: the request it makes, and how
-Twilio's answers classify."""
+Twilio's answers classify: permanent only for recipient error codes, transient for the rest,
+with the sender's own setup problems flagged for the operator."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ def test_server_errors_and_rate_limits_are_transient(fake_twilio, tmp_path, mode
     result = channel_for(fake_twilio, tmp_path).deliver(sms())
 
     assert result.outcome is Outcome.TRANSIENT
+    assert not result.setup_problem
     assert code in result.detail
 
 
@@ -75,12 +77,59 @@ def test_invalid_number_is_permanent_with_twilio_code(fake_twilio, tmp_path):
     assert "is not a valid phone number" in result.detail
 
 
-def test_wrong_token_is_transient_authentication_failure(fake_twilio, tmp_path):
-    result = channel_for(fake_twilio, tmp_path, TWILIO_AUTH_TOKEN="wrong").deliver(sms())
+@pytest.mark.parametrize("code", [21211, 21610, 21612, 21614])
+def test_recipient_errors_are_permanent(fake_twilio, tmp_path, code):
+    fake_twilio.fail_with(code)
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.PERMANENT
+    assert not result.setup_problem
+    assert f"Twilio error {code}:" in result.detail
+
+
+def test_full_queue_is_transient(fake_twilio, tmp_path):
+    fake_twilio.fail_with(21611)
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
 
     assert result.outcome is Outcome.TRANSIENT
+    assert not result.setup_problem
+    assert "Twilio error 21611:" in result.detail
+
+
+@pytest.mark.parametrize("code", [21212, 21408, 21606])
+def test_sender_number_errors_are_transient_setup_problems(fake_twilio, tmp_path, code):
+    fake_twilio.fail_with(code)
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.setup_problem
+    assert f"Twilio error {code}:" in result.detail
+
+
+def test_wrong_base_url_is_transient_setup_problem(fake_twilio, tmp_path):
+    wrong_url = f"{fake_twilio.base_url}/not-twilio"
+
+    result = channel_for(fake_twilio, tmp_path, TWILIO_API_BASE_URL=wrong_url).deliver(sms())
+
+    assert fake_twilio.wait_for_requests(1)[0].path.startswith("/not-twilio/")
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.setup_problem
+    assert "Twilio error 20404:" in result.detail
+
+
+def test_wrong_token_is_transient_authentication_failure(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path, TWILIO_AUTH_TOKEN="wrong-token-42")
+
+    result = channel.deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.setup_problem
     assert "authentication failed" in result.detail
     assert "20003" in result.detail
+    assert "wrong-token-42" not in result.detail
 
 
 def test_closed_port_is_transient(tmp_path):
@@ -109,9 +158,10 @@ def test_missing_phone_is_permanent_and_sends_nothing(fake_twilio, tmp_path):
     assert fake_twilio.requests == []
 
 
-def test_retry_succeeds_once_twilio_recovers(fake_twilio, tmp_path):
+@pytest.mark.parametrize("code", [20500, 21611, 21606])
+def test_retry_succeeds_once_twilio_recovers(fake_twilio, tmp_path, code):
     channel = channel_for(fake_twilio, tmp_path)
-    fake_twilio.mode = SERVER_ERROR
+    fake_twilio.fail_with(code, status=500 if code == 20500 else 400)
     assert channel.deliver(sms()).outcome is Outcome.TRANSIENT
 
     fake_twilio.mode = "ok"
@@ -128,21 +178,25 @@ def test_description_and_check(fake_twilio, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "status, code, outcome",
+    "status, code, outcome, setup_problem",
     [
-        (400, 21211, Outcome.PERMANENT),
-        (400, 21610, Outcome.PERMANENT),  # the recipient unsubscribed (STOP)
-        (403, 21408, Outcome.PERMANENT),  # no permission for the destination's region
-        (404, 20404, Outcome.PERMANENT),
-        (401, 20003, Outcome.TRANSIENT),
-        (429, 20429, Outcome.TRANSIENT),
-        (503, 20503, Outcome.TRANSIENT),
+        (400, 21211, Outcome.PERMANENT, False),
+        (400, 21610, Outcome.PERMANENT, False),  # the recipient unsubscribed (STOP)
+        (400, 30006, Outcome.PERMANENT, False),  # a landline
+        (400, 21611, Outcome.TRANSIENT, False),  # the sender's queue is full for now
+        (400, 21999, Outcome.TRANSIENT, False),  # a code not listed: never a dead letter
+        (403, 21408, Outcome.TRANSIENT, True),  # the account's geo permissions
+        (404, 20404, Outcome.TRANSIENT, True),  # a wrong base URL or account SID
+        (401, 20003, Outcome.TRANSIENT, True),
+        (429, 20429, Outcome.TRANSIENT, False),
+        (503, 20503, Outcome.TRANSIENT, False),
     ],
 )
-def test_classification_by_http_status(status, code, outcome):
+def test_classification_by_error_code(status, code, outcome, setup_problem):
     error = TwilioRestException(status, "/Messages.json", "Unable to create record: nope", code)
 
     result = classify_twilio_error(error)
 
     assert result.outcome is outcome
+    assert result.setup_problem is setup_problem
     assert result.detail.endswith(f"Twilio error {code}: nope")

@@ -365,11 +365,29 @@ def test_cron_retry_sweep_requeues_due_retries_on_rabbitmq(
         assert store.get(first.id).status == QUEUED  # not queued twice
 
 
-def test_http_retry_sweep_is_the_same_sweep_for_a_plain_http_scheduler(data_dir, store):
+def broker_env(data_dir, rabbit_url, queue_names) -> dict[str, str]:
+    """What every deployed function that queues work gets: the store and the broker."""
+    queue, dead_letters = queue_names
+    return {
+        "DATA_DIR": data_dir,
+        "RABBITMQ_URL": rabbit_url,
+        "QUEUE_NAME": queue,
+        "DLQ_NAME": dead_letters,
+    }
+
+
+def test_http_retry_sweep_is_the_same_sweep_for_a_plain_http_scheduler(
+    data_dir, store, rabbit_url, queue_names
+):
     due = _due_retry(store)
-    with stock_function("cron_retry_sweep.py", "http_retry_sweep", {"DATA_DIR": data_dir}) as url:
+    env = broker_env(data_dir, rabbit_url, queue_names)
+    with stock_function("cron_retry_sweep.py", "http_retry_sweep", env) as url:
         reply = requests.post(f"{url}/sweep", timeout=30)
-        assert reply.status_code == 200 and reply.json() == {"requeued": 1, "publish_failed": 0}
+        assert reply.status_code == 200 and reply.json() == {
+            "requeued": 1,
+            "publish_failed": 0,
+            "dead_letters": 0,
+        }
         assert store.get(due.id).status == QUEUED
         assert requests.get(f"{url}/sweep", timeout=30).status_code == 405
 
@@ -402,12 +420,31 @@ def test_http_send_alone_stores_and_publishes_to_rabbitmq(data_dir, store, rabbi
         assert requests.get(f"{url}/notifications").status_code == 405
 
 
-def test_http_notifications_alone_lists_reads_and_retries(data_dir, store):
+@pytest.mark.parametrize(
+    "source,target",
+    [
+        ("http_send.py", "http_send"),
+        ("http_notifications.py", "http_notifications"),
+        ("http_web.py", "http_web"),
+        ("cron_retry_sweep.py", "http_retry_sweep"),
+    ],
+)
+def test_a_function_that_queues_work_refuses_to_start_without_a_broker(data_dir, source, target):
+    """Alone, without RABBITMQ_URL, it would accept notifications into its own memory, where
+    no deliverer could ever read them: it stops at start and says what to set."""
+    with pytest.raises(RuntimeError) as caught:
+        with stock_function(source, target, {"DATA_DIR": data_dir}):
+            pass
+    assert "exited with code 2" in str(caught.value)
+    assert "RABBITMQ_URL is unset" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+def test_http_notifications_alone_lists_reads_and_retries(data_dir, store, rabbit_url, queue_names):
     failed = stored(store, status=FAILED_PERMANENTLY, user_id="reader")
     stored(store, status=SENT, user_id="reader")
-    with stock_function(
-        "http_notifications.py", "http_notifications", {"DATA_DIR": data_dir}
-    ) as url:
+    env = broker_env(data_dir, rabbit_url, queue_names)
+    with stock_function("http_notifications.py", "http_notifications", env) as url:
         page = requests.get(f"{url}/users/reader/notifications?limit=1", timeout=30).json()
         assert page["count"] == 1 and page["next_cursor"]
         rest = requests.get(
@@ -435,6 +472,21 @@ def test_http_stats_alone_counts_the_store(data_dir, store):
         assert stats["by_type"] == {"email": 1, "sms": 0, "in_app": 1}
 
 
+def test_http_health_alone_answers_liveness_and_readiness(data_dir, store, rabbit_url, queue_names):
+    env = broker_env(data_dir, rabbit_url, queue_names)
+    with stock_function("http_health.py", "http_health", env) as url:
+        assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
+        ready = requests.get(f"{url}/readyz", timeout=30)
+        assert ready.status_code == 200, ready.text
+        checks = ready.json()["checks"]
+        assert checks["store"]["ok"] and checks["queue"]["ok"] and "consumer" not in checks
+    unreachable = {**env, "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
+    with stock_function("http_health.py", "http_health", unreachable) as url:
+        ready = requests.get(f"{url}/readyz", timeout=30)
+        assert ready.status_code == 503 and not ready.json()["checks"]["queue"]["ok"]
+        assert "guest" not in ready.text  # no credentials in the answer
+
+
 def test_http_openapi_alone_serves_the_document():
     with stock_function("http_openapi.py", "http_openapi", {}) as url:
         reply = requests.get(f"{url}/openapi.json", timeout=30)
@@ -442,8 +494,11 @@ def test_http_openapi_alone_serves_the_document():
         assert reply.json() == json.loads((ROOT / "openapi.json").read_text())
 
 
-def test_http_web_alone_serves_pages_static_files_and_the_form(data_dir, store):
-    with stock_function("http_web.py", "http_web", {"DATA_DIR": data_dir}) as url:
+def test_http_web_alone_serves_pages_static_files_and_the_form(
+    data_dir, store, rabbit_url, queue_names
+):
+    env = broker_env(data_dir, rabbit_url, queue_names)
+    with stock_function("http_web.py", "http_web", env) as url:
         session = requests.Session()
         assert "text/html" in session.get(f"{url}/", timeout=30).headers["Content-Type"]
         assert session.get(f"{url}/static/app.css", timeout=30).status_code == 200

@@ -201,13 +201,12 @@ def test_a_store_outage_is_a_503_and_nothing_is_half_stored(client, service, mon
     assert reply.status_code == 503 and "nothing was stored" in reply.get_json()["error"]
 
 
-def test_a_store_outage_on_a_read_is_a_503(client, service, monkeypatch):
+def test_a_store_outage_on_a_read_is_a_503(client, service):
     import sqlite3
 
-    def locked(*args, **kwargs):
-        raise sqlite3.OperationalError("database is locked")
-
-    monkeypatch.setattr(service.store, "get", locked)
+    # Another process breaks the file under the service: its table is gone.
+    with sqlite3.connect(service.store.path) as other:
+        other.execute("ALTER TABLE notifications RENAME TO elsewhere")
     reply = client.get("/notifications/some-id")
     assert reply.status_code == 503 and "try again" in reply.get_json()["error"]
 
@@ -263,3 +262,72 @@ def test_a_path_functions_framework_cannot_route_still_gets_a_json_404():
     )
     reply = app.test_client().get("/users/a%0Ab/notifications")
     assert reply.status_code == 404 and reply.get_json() == {"error": "no route for this path"}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"notification_id=x", "application/x-www-form-urlencoded"),
+        (b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\nb\r\n--x--\r\n", None),
+        (b"retry please", "text/plain"),
+    ],
+)
+def test_a_retry_with_a_form_or_text_body_is_a_415_and_retries_nothing(
+    client, service, body, content_type
+):
+    failed = _failed_notification(service)
+    headers = {"Content-Type": content_type or "multipart/form-data; boundary=x"}
+    reply = post(client, f"/notifications/{failed.id}/retry", data=body, headers=headers)
+    assert reply.status_code == 415 and "application/json" in reply.get_json()["error"]
+    assert service.get(failed.id).status == "failed_permanently"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"", None),
+        (b"", "application/x-www-form-urlencoded"),  # what `curl -d ''` sends
+        (b"{}", "application/json"),
+    ],
+)
+def test_a_retry_with_no_body_or_a_json_body_is_accepted(client, service, body, content_type):
+    failed = _failed_notification(service)
+    headers = {"Content-Type": content_type} if content_type else {}
+    reply = post(client, f"/notifications/{failed.id}/retry", data=body, headers=headers)
+    assert reply.status_code == 202 and reply.get_json()["id"] == failed.id
+
+
+def _failed_notification(service):
+    """An email the provider rejected (`failed_permanently`), so that a manual retry is allowed."""
+    from common.channels.base import Channel, DeliveryResult
+
+    class RejectingChannel(Channel):
+        notification_type = "email"
+
+        def deliver(self, notification):
+            return DeliveryResult.permanent("550 5.1.1 no such user")
+
+    service.deliverer.channels = {**service.channels, "email": RejectingChannel()}
+    created = service.submit(valid("email", email="nobody@example.com"))
+    service.deliver(service.queue.get(timeout=1))
+    failed = service.get(created.id)
+    assert failed.status == "failed_permanently"
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("user_id", "problem"),
+    [
+        ("two%20words", "may contain only letters, digits and . _ : @ + -"),
+        ("%3Cscript%3E", "may contain only letters, digits and . _ : @ + -"),
+        ("u" * 129, "must be at most 128 characters"),
+    ],
+)
+def test_listing_an_impossible_user_id_is_a_400_naming_user_id(client, user_id, problem):
+    reply = client.get(f"/users/{user_id}/notifications")
+    assert reply.status_code == 400 and reply.get_json()["fields"] == {"user_id": problem}
+
+
+def test_listing_a_valid_user_id_with_every_allowed_character_is_a_200(client):
+    reply = client.get(f"/users/{'A-z.0_9:@+' + 'u' * 118}/notifications")
+    assert reply.status_code == 200 and reply.get_json()["notifications"] == []

@@ -23,11 +23,11 @@ from werkzeug.test import Client
 from common.channels import make_channels
 from common.config import load_settings
 from common.hosting import HTTP_FUNCTIONS, FunctionRouter
-from common.model import FAILED_PERMANENTLY, RETRY_SCHEDULED, utcnow
 from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from tests.support.states import make_failed, make_retry_scheduled
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENT = json.loads((ROOT / "openapi.json").read_text())
@@ -258,18 +258,14 @@ def test_batches_retries_stats_and_the_sweep_match_the_document(api):
     queued = service.submit(valid())
     assert client.post(f"/notifications/{queued.id}/retry").status_code == 409
     assert_documented(client.post(f"/notifications/{queued.id}/retry"), retry, "post")
-    service.store.update_if(queued.id, ["queued"], {"status": FAILED_PERMANENTLY})
+    make_failed(service.store, queued.id)
     again = client.post(f"/notifications/{queued.id}/retry")
     assert again.status_code == 202 and assert_documented(again, retry, "post")
     assert_documented(client.post("/notifications/nope/retry"), retry, "post")
 
     assert_documented(client.get("/stats"), "/stats")
     waiting = service.submit(valid())
-    service.store.update_if(
-        waiting.id,
-        ["queued"],
-        {"status": RETRY_SCHEDULED, "next_retry_time": utcnow() - timedelta(seconds=1)},
-    )
+    make_retry_scheduled(service.store, waiting.id, due_in=timedelta(seconds=-1))
     swept = assert_documented(client.post("/sweep"), "/sweep", "post")
     assert swept["requeued"] >= 1
 

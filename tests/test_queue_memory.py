@@ -52,3 +52,28 @@ def test_a_failed_delivery_goes_back_on_the_queue():
     stop.set()
     consumer.join(10)
     assert attempts == ["flaky", "flaky"] and queue.depths()["messages"] == 0
+
+
+def test_a_message_whose_handling_keeps_failing_goes_to_the_dead_letters():
+    queue = MemoryQueue(workers=2, max_handling_failures=3)
+    queue.publish(["poison", "fine"])
+    handled: list[str] = []
+
+    def handler(notification_id):
+        handled.append(notification_id)
+        if notification_id == "poison":
+            raise RuntimeError("store down")
+
+    stop = StopSignal()
+    consumer = threading.Thread(target=queue.consume, args=(handler, stop))
+    consumer.start()
+    deadline = time.monotonic() + 15
+    while not queue.dead_letters and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.5)  # long enough for a looping message to come back
+    stop.set()
+    consumer.join(10)
+    assert handled.count("poison") == 3 and handled.count("fine") == 1
+    [letter] = queue.dead_letters
+    assert letter["notification_id"] == "poison" and "3 times" in letter["dead_letter_reason"]
+    assert queue.depths() == {"messages": 0, "dead_letters": 1}

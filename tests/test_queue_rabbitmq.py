@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pika
 import pytest
+from pika.adapters.utils.connection_workflow import AMQPConnectorStackTimeout
 
 from common.queue.base import QueueUnavailable, StopSignal
 from common.queue.rabbitmq import RabbitQueue
+from tests.support.rabbit_node import private_broker_fixture  # noqa: F401 (fixture)
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -49,15 +51,6 @@ def run_consumer(queue, handler):
     thread = threading.Thread(target=queue.consume, args=(handler, stop), daemon=True)
     thread.start()
     return stop, thread
-
-
-def wait_for(condition, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_publish_is_persistent_on_durable_queues(rabbit, rabbit_url, queue_names):
@@ -149,22 +142,36 @@ def test_prefetch_bounds_the_deliveries_in_flight(rabbit_url, queue_names):
     assert most[0] == 2  # eight worker threads, but the broker hands out two at a time
 
 
-def test_consumer_acks_only_after_the_handler_returns(rabbit):
-    rabbit.publish([f"id-{i}" for i in range(20)])
+def test_consumer_acks_only_after_the_handler_returns(rabbit, queue_names):
+    # Ready counts cannot tell an ack from a delivery: the broker's unacknowledged count can.
+    held = [f"held-{i}" for i in range(3)]
+    rabbit.publish(held)
     seen: list[str] = []
-    lock = threading.Lock()
+    lock, release = threading.Lock(), threading.Event()
 
     def handler(notification_id):
         with lock:
             seen.append(notification_id)
+        assert release.wait(30), "the test never released the handler"
 
     stop, thread = run_consumer(rabbit, handler)
-    assert wait_for(lambda: len(seen) == 20)
-    stop.set()
-    thread.join(10)
+    try:
+        assert wait_for(lambda: len(seen) == len(held))
+        # Handed out, and still unacknowledged well after delivery (rabbitmqctl itself takes
+        # a second or two to answer): an early ack would have been counted by now.
+        time.sleep(0.5)
+        assert queue_counts(queue_names[0]) == {"ready": 0, "unacked": len(held)}
+        release.set()
+        # Acked once the handlers returned, while the consumer is still connected.
+        assert wait_for_counts(queue_names[0], {"ready": 0, "unacked": 0})
+    finally:
+        release.set()
+        stop.set()
+        thread.join(10)
     assert not thread.is_alive()
-    assert sorted(seen) == sorted(f"id-{i}" for i in range(20))
+    # Closing the consumer returns whatever it left unacked to ready: nothing came back.
     assert rabbit.depths()["messages"] == 0
+    assert sorted(seen) == sorted(held)
 
 
 def test_a_handler_failure_puts_the_message_back(rabbit):
@@ -200,32 +207,162 @@ def test_stopping_finishes_in_flight_deliveries(rabbit):
     assert rabbit.depths()["messages"] == 0  # acked before the consumer closed
 
 
-def test_a_malformed_message_is_dropped_not_redelivered_forever(rabbit, rabbit_url, queue_names):
+def take_dead_letters(url: str, name: str) -> list[dict]:
+    letters = []
+    while (message := peek(url, name)) is not None:
+        letters.append(json.loads(message[1]))
+    return letters
+
+
+def test_a_malformed_message_goes_to_the_dead_letter_queue_with_the_reason(
+    rabbit, rabbit_url, queue_names
+):
+    rabbit.publish(["good"])  # declares the queues
     connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
     connection.channel().basic_publish("", queue_names[0], b"not json")
     connection.close()
-    rabbit.publish(["good"])
     seen: list[str] = []
     stop, thread = run_consumer(rabbit, seen.append)
     assert wait_for(lambda: seen == ["good"])
-    assert wait_for(lambda: rabbit.depths()["messages"] == 0)
+    assert wait_for(lambda: rabbit.depths() == {"messages": 0, "dead_letters": 1})
     stop.set()
     thread.join(10)
+    [letter] = take_dead_letters(rabbit_url, queue_names[1])
+    assert letter["notification_id"] is None and letter["message"] == "not json"
+    assert letter["dead_letter_reason"].startswith("malformed message")
 
 
-def test_messages_survive_a_broker_restart_and_the_publisher_reconnects(rabbit, rabbit_url):
-    """The seed's promise, tried for real: stop and start the broker between publish and use."""
-    rabbit.publish(["kept-1", "kept-2"])
+def test_a_message_whose_handling_keeps_failing_is_dead_lettered_not_looped(
+    rabbit_url, queue_names
+):
+    main, dead = queue_names
+    queue = RabbitQueue(
+        rabbit_url, queue_name=main, dead_letter_queue=dead, max_handling_failures=3
+    )
+    queue.publish(["poison", "fine"])
+    handled: list[str] = []
+
+    def handler(notification_id):
+        handled.append(notification_id)
+        if notification_id == "poison":
+            raise RuntimeError("no such table: notifications")
+
+    stop, thread = run_consumer(queue, handler)
     try:
-        subprocess.run(["rabbitmqctl", "stop_app"], check=True, capture_output=True, timeout=120)
+        assert wait_for(lambda: queue.depths() == {"messages": 0, "dead_letters": 1}, 20)
+        time.sleep(1.5)  # long enough for a looping message to come back
+        assert handled.count("poison") == 3 and handled.count("fine") == 1
     finally:
-        # Whatever happens, leave the broker running for every test after this one.
-        subprocess.run(["rabbitmqctl", "start_app"], check=True, capture_output=True, timeout=120)
-        subprocess.run(
-            [sys.executable, "scripts/wait_for_broker.py", "--timeout", "60", "--url", rabbit_url],
-            check=True,
-            capture_output=True,
-        )
-    assert wait_for(lambda: (rabbit.depths() or {}).get("messages") == 2, timeout=30)
-    rabbit.publish(["after-restart"])  # the publisher's connection died with the broker
-    assert rabbit.depths()["messages"] == 3
+        stop.set()
+        thread.join(10)
+        queue.close()
+    [letter] = take_dead_letters(rabbit_url, dead)
+    assert letter["notification_id"] == "poison"
+    assert (
+        "3 times" in letter["dead_letter_reason"]
+        and "no such table" in letter["dead_letter_reason"]
+    )
+
+
+def test_the_consumer_survives_errors_that_are_not_amqp_errors(rabbit, monkeypatch):
+    """pika's AMQPConnectorStackTimeout (a reconnect that hangs) is no AMQPError: it used to end
+    the consumer thread for good while the API kept accepting notifications."""
+    real_consume_once = rabbit._consume_once
+    failures = iter([AMQPConnectorStackTimeout("reconnect hung"), None])
+
+    def flaky(*args):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_consume_once(*args)
+
+    monkeypatch.setattr(rabbit, "_consume_once", flaky)
+    rabbit.publish(["after-the-failure"])
+    seen: list[str] = []
+    stop, thread = run_consumer(rabbit, seen.append)
+    try:
+        assert wait_for(lambda: seen == ["after-the-failure"], 15)
+        assert thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_publish_and_depths_answer_within_their_bound_when_the_broker_is_silent():
+    """A listener that accepts TCP connections and never speaks: the frozen-broker case."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    port = silent.getsockname()[1]
+    queue = RabbitQueue(f"amqp://guest:guest@127.0.0.1:{port}/%2F", publish_timeout=0.5)
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(QueueUnavailable):
+                queue.publish(["x"])
+            assert time.monotonic() - started < 1.0
+        started = time.monotonic()
+        assert queue.depths(timeout=0.5) is None and queue.depths(timeout=0.5) is None
+        assert time.monotonic() - started < 1.5
+    finally:
+        queue.close()
+        silent.close()
+
+
+def test_messages_survive_a_broker_restart_and_the_publisher_reconnects(private_broker):
+    """The seed's promise, tried for real on a private node (the machine's broker is never
+    restarted): stop and start the broker between publish and use."""
+    names = (f"restart_{time.monotonic_ns()}", f"restart_dlq_{time.monotonic_ns()}")
+    rabbit = RabbitQueue(private_broker.url, queue_name=names[0], dead_letter_queue=names[1])
+    try:
+        rabbit.publish(["kept-1", "kept-2"])
+        private_broker.stop_app()
+        private_broker.start_app()
+        assert wait_for(lambda: (rabbit.depths() or {}).get("messages") == 2, timeout=30)
+        # The publisher's connection died with the broker: it reconnects (within its bound).
+        assert wait_for(lambda: _published(rabbit, "after-restart"), timeout=10)
+        assert rabbit.depths()["messages"] == 3
+    finally:
+        rabbit.close()
+        private_broker.delete_queues(*names)
+
+
+def _published(queue, notification_id) -> bool:
+    try:
+        queue.publish([notification_id])
+        return True
+    except QueueUnavailable:
+        return False
+
+
+def queue_counts(name: str) -> dict[str, int] | None:
+    """Ready and unacknowledged messages of one queue, as the broker itself counts them."""
+    listing = subprocess.run(
+        [
+            "rabbitmqctl",
+            "list_queues",
+            "--quiet",
+            "--formatter",
+            "json",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    for queue in json.loads(listing.stdout):
+        if queue["name"] == name:
+            return {"ready": queue["messages_ready"], "unacked": queue["messages_unacknowledged"]}
+    return None
+
+
+def wait_for_counts(name: str, expected: dict[str, int], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if queue_counts(name) == expected:
+            return True
+        time.sleep(0.2)
+    return False

@@ -9,6 +9,8 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
+import pytest
+
 from common.model import (
     FAILED_PERMANENTLY,
     PENDING,
@@ -76,32 +78,107 @@ def test_paging_is_stable_when_timestamps_tie(store):
     assert sorted(ids) == sorted(n.id for n in tied) and len(ids) == 5
 
 
-def test_update_if_changes_only_from_an_expected_status(store):
-    n = make()
+def claim(store, notification_id, now=None, seconds=30, token="t1"):
+    now = now or utcnow()
+    return store.claim(notification_id, now, now + timedelta(seconds=seconds), token)
+
+
+def test_claim_stamps_a_token_counts_the_attempt_and_is_exclusive_until_the_lease_expires(store):
+    n = make(status=QUEUED)
     store.add(n)
-    assert store.update_if(n.id, [SENT], {"status": FAILED_PERMANENTLY}) is None
-    updated = store.update_if(n.id, [PENDING], {"status": QUEUED, "last_error": "e"})
-    assert updated.status == QUEUED and updated.last_error == "e"
-    assert store.get(n.id).status == QUEUED
+    now = utcnow()
+    claimed = claim(store, n.id, now, token="first")
+    assert claimed.status == SENDING and claimed.claim_token == "first" and claimed.attempts == 1
+    assert claim(store, n.id, now, token="second") is None
+    later = now + timedelta(seconds=31)
+    taken_over = claim(store, n.id, later, token="second")
+    assert taken_over.claim_token == "second" and taken_over.attempts == 2
 
 
-def test_update_if_can_be_limited_to_some_types(store):
+def test_sent_and_waiting_notifications_cannot_be_claimed(store):
+    sent = make(status=SENT)
+    waiting = make(status=RETRY_SCHEDULED, next_retry_time=utcnow() + timedelta(hours=1))
+    store.add_many([sent, waiting])
+    for n in (sent, waiting):
+        assert claim(store, n.id) is None
+
+
+def test_outcomes_are_recorded_only_under_the_current_claim(store):
+    n = make(status=QUEUED)
+    store.add(n)
+    now = utcnow()
+    claim(store, n.id, now, token="old")
+    claim(store, n.id, now + timedelta(seconds=31), token="new")  # the old lease expired
+    # The worker that lost its claim records nothing, whatever its outcome.
+    assert store.record_sent(n.id, "old", now) is None
+    assert store.schedule_retry(n.id, "old", now, 1, now, "e") is None
+    assert store.fail(n.id, "old", now, "e") is None
+    assert store.extend_lease(n.id, "old", now + timedelta(hours=1)) is False
+    assert store.get(n.id).status == SENDING
+    assert store.extend_lease(n.id, "new", now + timedelta(hours=1)) is True
+    sent = store.record_sent(n.id, "new", now)
+    assert sent.status == SENT and sent.claim_token is None and sent.sent_at == now
+
+
+def test_retry_and_failure_release_the_claim(store):
+    retrying, failing = make(status=QUEUED), make(status=QUEUED)
+    store.add_many([retrying, failing])
+    now = utcnow()
+    claim(store, retrying.id, now, token="a")
+    claim(store, failing.id, now, token="b")
+    later = now + timedelta(seconds=30)
+    waiting = store.schedule_retry(retrying.id, "a", now, 1, later, "451 try later")
+    assert (waiting.status, waiting.retry_count, waiting.next_retry_time) == (
+        RETRY_SCHEDULED,
+        1,
+        later,
+    )
+    assert waiting.claim_token is None and waiting.last_error == "451 try later"
+    failed = store.fail(failing.id, "b", now, "550 no such user")
+    assert failed.status == FAILED_PERMANENTLY and failed.dead_lettered_at is None
+
+
+def test_dead_letters_due_until_marked(store):
+    n = make(status=QUEUED)
+    store.add(n)
+    now = utcnow()
+    claim(store, n.id, now)
+    store.fail(n.id, "t1", now, "550")
+    assert [d.id for d in store.dead_letters_due()] == [n.id]
+    assert store.mark_dead_lettered([n.id], now) == 1
+    assert store.dead_letters_due() == [] and store.get(n.id).dead_lettered_at == now
+    assert store.mark_dead_lettered([n.id], now) == 0
+
+
+def test_deliver_in_place_only_for_the_given_types_and_waiting_statuses(store):
     note, mail = make(status=QUEUED), make(kind="email", email="a@b.co", status=QUEUED)
-    store.add_many([note, mail])
-    for n in (note, mail):
-        store.update_if(n.id, [QUEUED], {"status": SENT}, types=["in_app"])
+    sent = make(status=SENT)
+    store.add_many([note, mail, sent])
+    now = utcnow()
+    for n in (note, mail, sent):
+        store.deliver_in_place(n.id, ["in_app"], now)
     assert store.get(note.id).status == SENT and store.get(mail.id).status == QUEUED
+    assert store.get(sent.id).sent_at is None  # already sent: untouched
 
 
-def test_move_status_moves_only_those_in_the_given_status(store):
+def test_restart_takes_only_failed_or_waiting_and_resets_the_budget(store):
+    failed = make(status=FAILED_PERMANENTLY, retry_count=5)
+    queued = make(status=QUEUED)
+    store.add_many([failed, queued])
+    restarted = store.restart(failed.id, utcnow())
+    assert restarted.status == PENDING and restarted.retry_count == 0
+    assert store.restart(queued.id, utcnow()) is None
+
+
+def test_unqueue_moves_only_queued_back_to_pending(store):
     queued, sent = make(status=QUEUED), make(status=SENT)
     store.add_many([queued, sent])
     earlier = utcnow() - timedelta(minutes=5)
-    assert store.move_status([queued.id, sent.id, "missing"], QUEUED, PENDING, earlier) == 1
+    assert store.unqueue([queued.id, sent.id, "missing"], earlier) == 1
     back = store.get(queued.id)
     assert back.status == PENDING and back.updated_at == earlier
     assert store.get(sent.id).status == SENT
-    assert store.move_status([], QUEUED, PENDING, earlier) == 0
+    assert store.unqueue([], earlier) == 0
 
 
 def test_mark_queued_moves_only_pending(store):
@@ -111,24 +188,16 @@ def test_mark_queued_moves_only_pending(store):
     assert store.get(a.id).status == QUEUED and store.get(b.id).status == SENT
 
 
-def test_claim_for_delivery_is_exclusive_until_the_lease_expires(store):
-    n = make(status=QUEUED)
-    store.add(n)
-    now = utcnow()
-    claimed = store.claim_for_delivery(n.id, now, now + timedelta(seconds=30))
-    assert claimed.status == SENDING
-    assert store.claim_for_delivery(n.id, now, now + timedelta(seconds=30)) is None
-    later = now + timedelta(seconds=31)
-    assert store.claim_for_delivery(n.id, later, later + timedelta(seconds=30)) is not None
+def test_add_many_reports_each_item_and_stores_the_rest(store):
+    from common.store.base import DUPLICATE, INSERTED
 
-
-def test_sent_and_waiting_notifications_cannot_be_claimed(store):
-    sent = make(status=SENT)
-    waiting = make(status=RETRY_SCHEDULED, next_retry_time=utcnow() + timedelta(hours=1))
-    store.add_many([sent, waiting])
-    now = utcnow()
-    for n in (sent, waiting):
-        assert store.claim_for_delivery(n.id, now, now + timedelta(seconds=30)) is None
+    taken = make()
+    store.add(taken)
+    fresh = [make(), make()]
+    outcomes = store.add_many([fresh[0], taken.with_changes(message="again"), fresh[1]])
+    assert outcomes == [INSERTED, DUPLICATE, INSERTED]
+    assert all(store.get(n.id) is not None for n in fresh)
+    assert store.get(taken.id).message == "hello"
 
 
 def test_claim_due_takes_what_is_due_and_nothing_else(store):
@@ -145,10 +214,14 @@ def test_claim_due_takes_what_is_due_and_nothing_else(store):
     claimed = store.claim_due(now, pending_before=now - timedelta(seconds=60))
     assert {n.id for n in claimed} == {due.id, stale_pending.id, dead_worker.id}
     assert all(store.get(n.id).status == QUEUED for n in claimed)
+    assert all(store.get(n.id).claim_token is None for n in claimed)
     assert store.claim_due(now, pending_before=now - timedelta(seconds=60)) == []
 
-    after_restart = store.claim_due(now, pending_before=now, queued_before=now)
-    assert queued.id in {n.id for n in after_restart}
+    # Queued for longer than the stale cut-off: its message may be gone.
+    stale = store.claim_due(
+        now, pending_before=now - timedelta(seconds=60), queued_before=now - timedelta(seconds=60)
+    )
+    assert {n.id for n in stale} == {queued.id}
 
 
 def test_claim_due_respects_its_limit(store):
@@ -162,6 +235,12 @@ def test_claim_due_respects_its_limit(store):
 
 
 def test_concurrent_sweeps_never_claim_the_same_notification_twice(store):
+    """Threads of one process, on SQLite and on a real MongoDB (MONGO_URI). The race across
+    processes is tests/test_store_sqlite_race.py."""
+    if type(getattr(store, "client", None)).__module__.startswith("mongomock"):
+        # mongomock is no server: its update_many is not atomic per document, so threads
+        # produce races a real MongoDB cannot have, and no race it can. Nothing to learn.
+        pytest.skip("needs a real MongoDB (set MONGO_URI): mongomock cannot race")
     now = utcnow()
     store.add_many(
         [

@@ -18,19 +18,20 @@ import pytest
 
 from common import web_csrf
 from common.channels import make_channels
-from common.model import FAILED_PERMANENTLY, SENT
+from common.model import FAILED_PERMANENTLY
 from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
 from tests.support.runner import free_port
+from tests.support.states import make_failed, make_sent
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ("/", "/send-notification", "/users", "/users/alice", "/dashboard")
 
 
 class UnknownDepthQueue(MemoryQueue):
-    def depths(self):
+    def depths(self, timeout=None):
         return None
 
 
@@ -354,11 +355,7 @@ def _failed(service, user_id="alice"):
     notification = service.submit(
         {"user_id": user_id, "notification_type": "in_app", "message": "x"}
     )
-    service.store.update_if(
-        notification.id,
-        ["queued"],
-        {"status": FAILED_PERMANENTLY, "last_error": "mailbox <full>", "retry_count": 5},
-    )
+    make_failed(service.store, notification.id, "mailbox <full>", retries=5)
     return notification.id
 
 
@@ -385,7 +382,7 @@ def test_a_failed_row_has_a_retry_button_that_works_without_script(client, servi
 
 def test_a_retry_that_is_not_allowed_says_why(client, service):
     sent = service.submit({"user_id": "alice", "notification_type": "in_app", "message": "x"})
-    service.store.update_if(sent.id, ["queued"], {"status": SENT})
+    make_sent(service.store, sent.id)
     reply = _retry(client, "alice", sent.id)
     assert reply.status_code == 409 and "already sent" in reply.text
 
@@ -427,14 +424,20 @@ def test_the_dashboard_says_when_the_queue_depth_is_unknown(app, settings):
 # -- deployed alone ---------------------------------------------------------------------------
 
 
-def test_http_web_runs_alone_under_the_stock_functions_framework_cli(tmp_path):
-    """As a FaaS platform runs it: `functions-framework --source ... --target http_web`."""
+def test_http_web_runs_alone_under_the_stock_functions_framework_cli(tmp_path, rabbit_url):
+    """As a FaaS platform runs it: `functions-framework --source ... --target http_web`, with
+    the broker every deployed function that queues work needs."""
     cli = Path(sys.executable).with_name("functions-framework")
     cli = (
         cli if cli.exists() else Path(shutil.which("functions-framework") or "functions-framework")
     )
     port = free_port()
-    env = {"PATH": os.environ.get("PATH", ""), "DATA_DIR": str(tmp_path), "ENV_FILE": os.devnull}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATA_DIR": str(tmp_path),
+        "ENV_FILE": os.devnull,
+        "RABBITMQ_URL": rabbit_url,
+    }
     process = subprocess.Popen(
         [str(cli), "--source", "functions/http_web.py", "--target", "http_web"]
         + ["--host", "127.0.0.1", "--port", str(port)],
@@ -458,3 +461,38 @@ def test_http_web_runs_alone_under_the_stock_functions_framework_cli(tmp_path):
     finally:
         process.terminate()
         process.wait(20)
+
+
+# -- user ids no notification can have -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/users/two%20words", "may contain only letters, digits and . _ : @ + -"),
+        ("/users/" + "u" * 129, "must be at most 128 characters"),
+    ],
+)
+def test_an_impossible_user_id_is_a_400_page_naming_the_problem(client, path, problem):
+    reply = client.get(path)
+    assert reply.status_code == 400 and reply.mimetype == "text/html"
+    assert "Not a user id" in reply.text and problem in reply.text
+    assert "<tbody>" not in reply.text  # no listing, not even an empty one
+    assert reply.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+def test_a_retry_posted_to_an_impossible_user_id_is_a_400_and_changes_nothing(client, service):
+    failed = _failed(service)
+    token = form_fields(client.get("/users/alice").text)["csrf_token"]
+    data = {"notification_id": failed, "csrf_token": token}
+    reply = client.post("/users/al%20ice", data=data)
+    assert reply.status_code == 400 and "Not a user id" in reply.text
+    assert service.get(failed).status == FAILED_PERMANENTLY
+
+
+def test_looking_up_an_impossible_user_id_says_why_beside_the_field(client):
+    reply = client.get("/users?user_id=two+words")
+    assert reply.status_code == 400 and "Location" not in reply.headers
+    assert "A user id may contain only letters, digits and . _ : @ + -" in reply.text
+    assert 'value="two words"' in reply.text  # what was typed is kept
+    assert client.get("/users?user_id=+ann@x.org+").headers["Location"] == "/users/ann@x.org"

@@ -19,14 +19,17 @@ class Outcome(enum.Enum):
 class DeliveryResult:
     outcome: Outcome
     detail: str = ""  # the provider's reason on failure, a provider id or outbox path on success
+    # True when the failure lies in the sender's own setup (credentials, sender address, a
+    # blocklisted IP, a quota), not in the recipient: transient, and logged for the operator.
+    setup_problem: bool = False
 
     @classmethod
     def sent(cls, detail: str = "") -> DeliveryResult:
         return cls(Outcome.SENT, detail)
 
     @classmethod
-    def transient(cls, detail: str) -> DeliveryResult:
-        return cls(Outcome.TRANSIENT, detail)
+    def transient(cls, detail: str, *, setup_problem: bool = False) -> DeliveryResult:
+        return cls(Outcome.TRANSIENT, detail, setup_problem)
 
     @classmethod
     def permanent(cls, detail: str) -> DeliveryResult:

@@ -1,8 +1,9 @@
 """Email over SMTP with smtplib: one connection per delivery, each failure classified as
-transient (retry) or permanent (give up) from the server's reply code."""
+transient (retry) or permanent (give up) from the stage it happened at and the server's reply."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import smtplib
 import socket
@@ -18,6 +19,58 @@ from common.model import EMAIL, Notification
 # fixes the configuration and the retry succeeds, so these must not fail notifications for good.
 AUTH_REPLY_CODES = frozenset({530, 534, 535, 538})
 MAX_DETAIL_LENGTH = 500
+
+AUTH_STAGE = "AUTH"
+RCPT_STAGE = "RCPT TO"
+DATA_STAGE = "DATA"
+# The stage each smtplib error reports, most specific class first. A bare SMTPResponseException
+# comes, on the send path, from a refused STARTTLS: part of setting up the session.
+STAGE_OF_ERROR: tuple[tuple[type[smtplib.SMTPResponseException], str], ...] = (
+    (smtplib.SMTPConnectError, "greeting"),
+    (smtplib.SMTPHeloError, "HELO"),
+    (smtplib.SMTPAuthenticationError, AUTH_STAGE),
+    (smtplib.SMTPSenderRefused, "MAIL FROM"),
+    (smtplib.SMTPDataError, DATA_STAGE),
+    (smtplib.SMTPResponseException, "session setup"),
+)
+
+# Enhanced status codes (RFC 3463, RFC 7372) that blame the sender's own setup at any stage,
+# written without their class digit ("4.5" stands for 4.4.5 and 5.4.5).
+SENDER_SETUP_STATUSES = frozenset(
+    {
+        "1.7",  # the sender's mailbox address is malformed
+        "1.8",  # the sender's domain does not exist
+        "4.5",  # congestion: Gmail's "550 5.4.5 Daily user sending quota exceeded"
+        "7.8",  # authentication credentials invalid
+        "7.9",  # authentication mechanism too weak
+        "7.11",  # encryption required for the authentication
+        "7.20",  # no passing DKIM signature
+        "7.21",  # no acceptable DKIM signature
+        "7.22",  # no DKIM signature matching the author
+        "7.23",  # SPF validation failed
+        "7.24",  # SPF validation error
+        "7.25",  # reverse DNS of the sending IP failed
+        "7.26",  # several authentication checks failed (Gmail: "unauthenticated")
+        "7.27",  # the sender's domain has a null MX
+    }
+)
+# Reply texts that blame the sender, unless the status names the recipient ("5.2.2 mailbox
+# quota exceeded" is the recipient's quota): quotas and rate limits, a sending IP on a block
+# list, relaying refused to a client that is not logged in.
+SENDER_SETUP_TEXT = re.compile(
+    r"quota|rate[- ]?limit|sending limit|too many (?:messages|mails|emails)"
+    r"|block ?list|black ?list|blocked using|spamhaus|\brelay(?:ing)?\b",
+    re.IGNORECASE,
+)
+# At DATA a 5xx is final only when it names the recipient or the message (RFC 3463 subjects:
+# 1 addressing, 2 mailbox, 6 content, 7 policy such as "5.7.1 content rejected"; and 5.3.4 too
+# big). Protocol or mail-system statuses (5.5.x, 5.3.x, 5.4.x) are not about this message.
+MESSAGE_STATUS_SUBJECTS = frozenset({"1", "2", "6", "7"})
+RECIPIENT_STATUS_SUBJECTS = frozenset({"1", "2"})  # the recipient's address or mailbox
+MESSAGE_TOO_BIG_STATUS = "5.3.4"
+# RFC 5321's replies for a refused message, for servers that send no enhanced status code.
+MESSAGE_REFUSED_CODES = frozenset({550, 552, 554})
+ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class InvalidMessage(ValueError):
@@ -82,24 +135,38 @@ class EmailChannel(Channel):
     def deliver(self, notification: Notification) -> DeliveryResult:
         sender = self.settings.sender_address
         if not sender:
-            return DeliveryResult.transient("no sender: set MAIL_DEFAULT_SENDER or MAIL_USERNAME")
+            return DeliveryResult.transient(
+                "no sender: set MAIL_DEFAULT_SENDER or MAIL_USERNAME", setup_problem=True
+            )
         try:
             message = build_message(notification, sender, self.settings.mail_default_subject)
         except InvalidMessage as error:
             return DeliveryResult.permanent(str(error))
         except ValueError as error:  # the configured sender, not the notification, is at fault
-            return DeliveryResult.transient(f"cannot use sender {sender!r}: {error}")
+            return DeliveryResult.transient(
+                _clip(f"cannot use sender {sender!r}: {error}"), setup_problem=True
+            )
         try:
-            smtp = self._connect()
-            try:
-                smtp.send_message(message, to_addrs=[envelope_recipient(message)])
-            except BaseException:
-                smtp.close()  # no QUIT: after a timeout it would wait a second timeout
-                raise
-            _quit(smtp)
+            self._send(message)
         except Exception as error:  # deliver() never raises: every failure is an outcome
-            return classify_smtp_error(error, self.server)
+            return self._without_password(classify_smtp_error(error, self.server))
         return DeliveryResult.sent(f"accepted by {self.server} as {message['Message-ID']}")
+
+    def _send(self, message: EmailMessage) -> None:
+        smtp = self._connect()
+        try:
+            smtp.send_message(message, to_addrs=[envelope_recipient(message)])
+        except BaseException:
+            smtp.close()  # no QUIT: after a timeout it would wait a second timeout
+            raise
+        _quit(smtp)
+
+    def _without_password(self, result: DeliveryResult) -> DeliveryResult:
+        """The result with the password masked, should a server ever echo it in its reply."""
+        password = self.settings.mail_password
+        if not password or password not in result.detail:
+            return result
+        return dataclasses.replace(result, detail=result.detail.replace(password, "***"))
 
     def check(self) -> str:
         smtp = self._connect()
@@ -125,10 +192,11 @@ class EmailChannel(Channel):
         else:
             smtp = smtplib.SMTP(settings.mail_server, settings.mail_port, **options)
         try:
-            smtp.ehlo()
+            # Unlike ehlo(), raises SMTPHeloError when refused, and falls back to HELO.
+            smtp.ehlo_or_helo_if_needed()
             if settings.mail_use_tls and not settings.mail_use_ssl:
                 smtp.starttls(context=self.ssl_context)
-                smtp.ehlo()
+                smtp.ehlo_or_helo_if_needed()
             if settings.mail_username:
                 smtp.login(settings.mail_username, settings.mail_password or "")
         except BaseException:
@@ -146,26 +214,73 @@ def _quit(smtp: smtplib.SMTP) -> None:
 
 
 def classify_smtp_error(error: Exception, server: str = "") -> DeliveryResult:
-    """Transient or permanent, with the server's code and text, for anything smtplib raised."""
+    """Transient or permanent, with the stage, the server's code and text, for what smtplib
+    raised. Permanent only when a 5xx refuses the recipient (RCPT) or the message (DATA)."""
     if isinstance(error, smtplib.SMTPRecipientsRefused):
-        replies = list(error.recipients.values())
-        text = "; ".join(f"{code} {_text(reply)}" for code, reply in replies)
-        # A 4xx at RCPT (greylisting, a full mailbox) clears up; only 5xx says "never".
-        if replies and all(code >= 500 for code, _ in replies):
-            return DeliveryResult.permanent(_clip(f"recipient refused: {text}"))
-        return DeliveryResult.transient(_clip(f"recipient deferred: {text}"))
+        code, text = _recipient_reply(error)
+        return classify_smtp_reply(RCPT_STAGE, code, text, server)
     if isinstance(error, smtplib.SMTPResponseException):
-        code, text = error.smtp_code, _text(error.smtp_error)
-        if isinstance(error, smtplib.SMTPAuthenticationError) or code in AUTH_REPLY_CODES:
-            return DeliveryResult.transient(_clip(f"authentication failed: {code} {text}"))
-        if 500 <= code < 600:
-            return DeliveryResult.permanent(_clip(f"{server} refused: {code} {text}"))
-        return DeliveryResult.transient(_clip(f"{server} deferred: {code} {text}"))
+        stage = next(name for kind, name in STAGE_OF_ERROR if isinstance(error, kind))
+        return classify_smtp_reply(stage, error.smtp_code, _text(error.smtp_error), server)
+    return _classify_failure_without_reply(error, server)
+
+
+def classify_smtp_reply(stage: str, code: int, text: str, server: str = "") -> DeliveryResult:
+    """One refusal at one stage of the session: `stage` is RCPT_STAGE, DATA_STAGE or one of
+    the stages before the recipient is named (greeting, HELO, STARTTLS, AUTH, MAIL FROM)."""
+    verb = "refused" if code >= 500 else "deferred"
+    if stage == AUTH_STAGE or code in AUTH_REPLY_CODES:
+        verb = "authentication failed"
+    detail = _clip(f"{server} {verb} at {stage}: {code} {text}".lstrip())
+    if _blames_the_sender(text):
+        return DeliveryResult.transient(detail, setup_problem=True)
+    if code < 500:  # 4xx: the server asks to come back later
+        return DeliveryResult.transient(detail)
+    if stage == RCPT_STAGE or (stage == DATA_STAGE and _refuses_the_message(code, text)):
+        return DeliveryResult.permanent(detail)
+    # A 5xx before the recipient is named refuses us, not them: the operator has to act.
+    return DeliveryResult.transient(detail, setup_problem=stage != DATA_STAGE)
+
+
+def _blames_the_sender(text: str) -> bool:
+    status = _enhanced_status(text)
+    subject_and_detail = status.partition(".")[2] if status else ""
+    if subject_and_detail in SENDER_SETUP_STATUSES:
+        return True
+    if subject_and_detail.partition(".")[0] in RECIPIENT_STATUS_SUBJECTS:
+        return False
+    return SENDER_SETUP_TEXT.search(text) is not None
+
+
+def _refuses_the_message(code: int, text: str) -> bool:
+    """True when a 5xx at DATA is about this recipient or this message, not the session."""
+    status = _enhanced_status(text)
+    if status is None:
+        return code in MESSAGE_REFUSED_CODES
+    return status.split(".")[1] in MESSAGE_STATUS_SUBJECTS or status == MESSAGE_TOO_BIG_STATUS
+
+
+def _enhanced_status(text: str) -> str | None:
+    """The status "5.4.5" of "5.4.5 Daily user sending quota exceeded", None without one."""
+    match = ENHANCED_STATUS.match(text)
+    return ".".join(match.groups()) if match else None
+
+
+def _recipient_reply(error: smtplib.SMTPRecipientsRefused) -> tuple[int, str]:
+    """The reply for the (single) recipient: the lowest code, so a 4xx among 5xx wins."""
+    replies = sorted((code, _text(reply)) for code, reply in error.recipients.values())
+    return replies[0] if replies else (0, "no reply for the recipient")
+
+
+def _classify_failure_without_reply(error: Exception, server: str) -> DeliveryResult:
+    """Failures with no SMTP reply: the network, TLS, or what the server does not support."""
     if isinstance(error, smtplib.SMTPServerDisconnected):
         return DeliveryResult.transient(_clip(f"{server} disconnected: {error}"))
-    if isinstance(error, smtplib.SMTPNotSupportedError):
-        # e.g. MAIL_USE_TLS=true against a server without STARTTLS: a configuration problem.
-        return DeliveryResult.transient(_clip(f"{server}: {error}"))
+    if isinstance(error, ssl.SSLError):  # an untrusted certificate, a TLS version mismatch
+        return DeliveryResult.transient(_clip(f"{server} TLS failed: {error}"), setup_problem=True)
+    if isinstance(error, smtplib.SMTPException):
+        # e.g. MAIL_USE_TLS=true against a server without STARTTLS, or no usable AUTH method.
+        return DeliveryResult.transient(_clip(f"{server}: {error}"), setup_problem=True)
     if isinstance(error, TimeoutError):
         return DeliveryResult.transient(_clip(f"{server} timed out: {error}"))
     if isinstance(error, OSError):

@@ -1,5 +1,5 @@
 """SMS through Twilio's Messages API with the official client, created once per channel and
-reused; Twilio's HTTP status decides between transient and permanent failure."""
+reused; Twilio's error code decides between transient and permanent failure."""
 
 from __future__ import annotations
 
@@ -14,6 +14,38 @@ from common.model import SMS, Notification
 
 DEFAULT_TIMEOUT = 10.0  # seconds per HTTP request to Twilio
 MAX_DETAIL_LENGTH = 500
+
+# The only errors that fail a notification for good: Twilio says the recipient cannot get it.
+# https://www.twilio.com/docs/api/errors
+RECIPIENT_ERROR_CODES = frozenset(
+    {
+        21211,  # invalid 'To' phone number
+        21214,  # 'To' phone number cannot be reached
+        21217,  # the phone number does not appear to be valid
+        21610,  # the recipient unsubscribed (replied STOP)
+        21612,  # Twilio cannot route to this number
+        21614,  # 'To' number is not a mobile number
+        30003,  # unreachable destination handset (when reported at once)
+        30005,  # unknown destination handset: the number does not exist
+        30006,  # landline or unreachable carrier
+    }
+)
+# Errors in the sender's own setup: transient (the operator fixes it, then the retry succeeds)
+# and logged as a configuration problem.
+SENDER_SETUP_ERROR_CODES = frozenset(
+    {
+        20003,  # authentication failed: wrong TWILIO_SID or TWILIO_AUTH_TOKEN
+        20005,  # the account is not active
+        20404,  # resource not found: a wrong TWILIO_API_BASE_URL or account SID
+        21212,  # invalid 'From' phone number
+        21408,  # the account may not send to the 'To' number's region (geo permissions)
+        21606,  # the 'From' number cannot send messages to this destination
+        21608,  # a trial account may send to verified numbers only
+        21659,  # the 'From' number is not a Twilio number, or not for this country
+    }
+)
+# HTTP statuses that say the request never reached a messages resource we may use.
+SENDER_SETUP_HTTP_STATUSES = frozenset({401, 403, 404})
 
 
 def make_twilio_client(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> Client:
@@ -69,13 +101,14 @@ class SmsChannel(Channel):
 
 
 def classify_twilio_error(error: Exception, timeout: float = DEFAULT_TIMEOUT) -> DeliveryResult:
-    """Transient or permanent, with Twilio's error code and message, for what the client raised."""
+    """Transient or permanent, with Twilio's error code and message, for what the client raised.
+    Permanent only for RECIPIENT_ERROR_CODES; everything else may succeed on a later try."""
     if isinstance(error, TwilioRestException):
         # The client prefixes Twilio's message with its own "Unable to create record: ".
         reason = error.msg.partition("Unable to create record: ")[2] or error.msg
-        return _by_status(error.status, f"Twilio error {error.code}: {reason}")
+        return classify_twilio_reply(error.status, error.code, reason)
     if isinstance(error, TwilioServiceException):
-        return _by_status(error.status, f"Twilio error {error.code}: {error.detail or error.title}")
+        return classify_twilio_reply(error.status, error.code, error.detail or error.title)
     if isinstance(error, requests.Timeout):
         return DeliveryResult.transient(f"Twilio did not answer within {timeout:g} s")
     if isinstance(error, (requests.RequestException, OSError)):
@@ -85,13 +118,19 @@ def classify_twilio_error(error: Exception, timeout: float = DEFAULT_TIMEOUT) ->
     return DeliveryResult.transient(_clip(f"{type(error).__name__}: {error}"))
 
 
-def _by_status(status: int, detail: str) -> DeliveryResult:
-    if status == 401:
-        # Wrong SID or token: the operator fixes the configuration and the retry succeeds.
-        return DeliveryResult.transient(_clip(f"authentication failed: {detail}"))
-    if status == 429 or status >= 500 or status < 400:
-        return DeliveryResult.transient(_clip(detail))
-    return DeliveryResult.permanent(_clip(detail))  # the request itself is wrong: 21211 and kin
+def classify_twilio_reply(status: int, code: int | None, reason: str) -> DeliveryResult:
+    """One error answer of Twilio's API: its HTTP status, error code and message."""
+    detail = f"Twilio error {code}: {reason}"
+    if code in RECIPIENT_ERROR_CODES:
+        return DeliveryResult.permanent(_clip(detail))
+    if status == 401 or code == 20003:
+        return DeliveryResult.transient(
+            _clip(f"authentication failed: {detail}"), setup_problem=True
+        )
+    if code in SENDER_SETUP_ERROR_CODES or status in SENDER_SETUP_HTTP_STATUSES:
+        return DeliveryResult.transient(_clip(detail), setup_problem=True)
+    # 21611 queue full, 429 rate limits, 5xx outages and any code not listed above.
+    return DeliveryResult.transient(_clip(detail))
 
 
 def _clip(detail: str) -> str:

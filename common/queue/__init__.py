@@ -16,10 +16,14 @@ def make_queue(settings: Settings) -> NotificationQueue:
             dead_letter_queue=settings.dlq_name,
             prefetch_count=settings.prefetch_count,
             workers=settings.delivery_workers,
+            publish_timeout=settings.publish_timeout,
+            max_handling_failures=settings.max_handling_failures,
         )
     from common.queue.memory import MemoryQueue
 
-    return MemoryQueue(workers=settings.delivery_workers)
+    return MemoryQueue(
+        workers=settings.delivery_workers, max_handling_failures=settings.max_handling_failures
+    )
 
 
 __all__ = ["NotificationQueue", "QueueUnavailable", "StopSignal", "make_queue"]

@@ -18,25 +18,58 @@ class QueueUnavailable(Unavailable):
     """The broker could not be reached or did not confirm a publish."""
 
 
-def encode_message(notification_id: str) -> bytes:
-    return json.dumps({"notification_id": notification_id}).encode()
+class MalformedMessage(ValueError):
+    """A queue message that names no notification: no handling can ever succeed."""
+
+
+def encode_message(notification_id: str, failures: int = 0) -> bytes:
+    """A queue message; `failures` counts the handlings that raised (poison detection)."""
+    data: dict = {"notification_id": notification_id}
+    if failures:
+        data["failures"] = failures
+    return json.dumps(data).encode()
 
 
 def decode_message(body: bytes) -> str:
-    """The notification id in a queue message; ValueError for anything else."""
-    data = json.loads(body)
+    """The notification id in a queue message; MalformedMessage for anything else."""
+    return decode_delivery(body)[0]
+
+
+def decode_delivery(body: bytes) -> tuple[str, int]:
+    """(notification id, failed handlings so far) from a queue message."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedMessage("message is not JSON") from None
     notification_id = data.get("notification_id") if isinstance(data, dict) else None
     if not isinstance(notification_id, str) or not notification_id:
-        raise ValueError("message has no notification_id")
-    return notification_id
+        raise MalformedMessage("message has no notification_id")
+    failures = data.get("failures", 0)
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        failures = 0
+    return notification_id, failures
+
+
+def poison_letter(body: bytes, reason: str) -> dict:
+    """What the dead-letter queue gets for a message that could not be handled."""
+    try:
+        notification_id: str | None = decode_message(body)
+    except MalformedMessage:
+        notification_id = None
+    return {
+        "notification_id": notification_id,
+        "dead_letter_reason": reason,
+        "message": body[:2000].decode("utf-8", "replace"),
+    }
 
 
 class NotificationQueue(ABC):
     @abstractmethod
-    def publish(self, ids: Sequence[str]) -> None:
+    def publish(self, ids: Sequence[str], timeout: float | None = None) -> None:
         """Queue these ids; returns only once the queue has taken all of them (confirmed).
 
-        Raises QueueUnavailable otherwise: then none should be counted as queued.
+        Raises QueueUnavailable otherwise, within `timeout` seconds: then none should be
+        counted as queued (though some may still arrive: a duplicate is harmless).
         """
 
     @abstractmethod
@@ -44,12 +77,20 @@ class NotificationQueue(ABC):
         """Put a notification that gave up on the dead-letter queue, as JSON."""
 
     @abstractmethod
-    def depths(self) -> dict[str, int] | None:
-        """Messages waiting in the main and dead-letter queues, where the backend can tell."""
+    def depths(self, timeout: float | None = None) -> dict[str, int] | None:
+        """Messages waiting in the main and dead-letter queues; None when the backend cannot
+        tell within `timeout` seconds."""
 
     @abstractmethod
     def consume(self, handler: MessageHandler, stop: StopSignal) -> None:
-        """Feed messages to `handler` until `stop` is set; ack each after the handler returns."""
+        """Feed messages to `handler` until `stop` is set; ack each after the handler returns.
+
+        A handler that raises leaves its message queued again with its failures counted; after
+        `max_handling_failures` the message goes to the dead-letter queue with the reason.
+        A malformed message goes there at once."""
+
+    def on_connected(self, callback: Callable[[], None]) -> None:  # noqa: B027
+        """Call `callback` each time the consumer (re)connects after losing the broker."""
 
     def ping(self) -> None:  # noqa: B027 - the in-process queue is always there
         """Raise if the queue cannot be reached."""

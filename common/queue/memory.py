@@ -20,25 +20,34 @@ log = logging.getLogger(__name__)
 
 
 class MemoryQueue(NotificationQueue):
-    def __init__(self, workers: int = 8, dead_letter_limit: int = 10_000):
+    def __init__(
+        self, workers: int = 8, dead_letter_limit: int = 10_000, max_handling_failures: int = 5
+    ):
         self.workers = workers
-        self._messages: queue.Queue[str] = queue.Queue()
+        self.max_handling_failures = max_handling_failures
+        # (notification id, failed handlings so far)
+        self._messages: queue.Queue[tuple[str, int]] = queue.Queue()
         # A bounded record of dead letters, so that /stats can show a depth like the broker's.
         self.dead_letters: deque[dict] = deque(maxlen=dead_letter_limit)
         self._lock = threading.Lock()
 
-    def publish(self, ids: Sequence[str]) -> None:
+    def publish(self, ids: Sequence[str], timeout: float | None = None) -> None:
         for notification_id in ids:
-            self._messages.put(notification_id)
+            self._messages.put((notification_id, 0))
 
     def publish_dead_letter(self, notification: dict) -> None:
         with self._lock:
             self.dead_letters.append(json.loads(json.dumps(notification, default=str)))
 
-    def depths(self) -> dict[str, int]:
+    def depths(self, timeout: float | None = None) -> dict[str, int]:
         return {"messages": self._messages.qsize(), "dead_letters": len(self.dead_letters)}
 
     def get(self, timeout: float) -> str | None:
+        """Take the next message's notification id (as a consumer would), or None."""
+        message = self._next(timeout)
+        return message[0] if message else None
+
+    def _next(self, timeout: float) -> tuple[str, int] | None:
         try:
             return self._messages.get(timeout=timeout)
         except queue.Empty:
@@ -52,19 +61,37 @@ class MemoryQueue(NotificationQueue):
             while not stop.is_set():
                 if not slots.acquire(timeout=0.2):
                     continue
-                notification_id = self.get(timeout=0.2)
-                if notification_id is None:
+                message = self._next(timeout=0.2)
+                if message is None:
                     slots.release()
                     continue
-                pool.submit(self._deliver_one, handler, notification_id, stop, slots)
+                pool.submit(self._deliver_one, handler, message, stop, slots)
 
-    def _deliver_one(self, handler, notification_id: str, stop: StopSignal, slots) -> None:
+    def _deliver_one(self, handler, message: tuple[str, int], stop: StopSignal, slots) -> None:
+        notification_id, failures = message
         try:
             handler(notification_id)
-        except Exception:
-            # Nothing was recorded (store down): keep the message, and do not spin.
-            log.exception("notification=%s event=deliver_failed requeued=true", notification_id)
-            self._messages.put(notification_id)
-            stop.wait(1.0)
+        except Exception as error:
+            # Nothing was recorded (store down, or a bug): keep the message, up to a limit.
+            failures += 1
+            if failures >= self.max_handling_failures:
+                log.error(
+                    "notification=%s event=poison_message failures=%d error=%r",
+                    notification_id,
+                    failures,
+                    error,
+                )
+                reason = f"handling failed {failures} times: {error!r}"[:500]
+                self.publish_dead_letter(
+                    {"notification_id": notification_id, "dead_letter_reason": reason}
+                )
+            else:
+                log.exception(
+                    "notification=%s event=deliver_failed failures=%d requeued=true",
+                    notification_id,
+                    failures,
+                )
+                stop.wait(1.0)  # do not spin on a store that is down
+                self._messages.put((notification_id, failures))
         finally:
             slots.release()

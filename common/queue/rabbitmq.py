@@ -6,6 +6,9 @@ BlockingConnection is not thread-safe, so the small connection that reads queue 
 under a lock, and the consumer owns its own connection on its own thread. Deliveries run on
 worker threads and are acked through `add_callback_threadsafe`, the connection's only
 thread-safe method, so that a slow SMTP server never starves the consumer's heartbeats.
+
+Short heartbeats and a bounded connection set-up (stack_timeout) let every connection notice a
+broker that froze or stopped answering within seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -14,19 +17,22 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pika
 import pika.exceptions
 
 from common.queue.base import (
+    MalformedMessage,
     MessageHandler,
     NotificationQueue,
     QueueUnavailable,
     StopSignal,
-    decode_message,
+    decode_delivery,
     encode_message,
+    poison_letter,
 )
 from common.queue.rabbitmq_publisher import ConfirmingPublisher
 
@@ -37,6 +43,9 @@ PERSISTENT = pika.BasicProperties(
 )
 # Everything pika raises when a connection or channel is gone or refuses us.
 CONNECTION_ERRORS = (pika.exceptions.AMQPError, OSError)
+HEARTBEAT_SECONDS = 5
+# The consumer reconnects after this long at most, so a broker that is back is used promptly.
+MAX_RECONNECT_BACKOFF = 5.0
 
 
 class RabbitQueue(NotificationQueue):
@@ -48,36 +57,49 @@ class RabbitQueue(NotificationQueue):
         dead_letter_queue: str = "notifications_dlq",
         prefetch_count: int = 32,
         workers: int = 8,
-        connect_timeout: float = 5.0,
+        connect_timeout: float = 3.0,
+        publish_timeout: float = 1.5,
+        max_handling_failures: int = 5,
     ):
         self.parameters = pika.URLParameters(url)
         self.parameters.socket_timeout = connect_timeout
+        self.parameters.stack_timeout = connect_timeout
+        self.parameters.heartbeat = HEARTBEAT_SECONDS
         self.parameters.blocked_connection_timeout = 30
         self.queue_name = queue_name
         self.dead_letter_queue = dead_letter_queue
         self.prefetch_count = prefetch_count
         self.workers = workers
+        self.publish_timeout = publish_timeout
+        self.max_handling_failures = max_handling_failures
         self._publisher = ConfirmingPublisher(
             self.parameters,
             lambda: (self.queue_name, self.dead_letter_queue),
             PERSISTENT,
-            connect_timeout=connect_timeout,
-            confirm_timeout=self.parameters.blocked_connection_timeout,
+            publish_timeout=publish_timeout,
         )
-        # depths() and ping() use a blocking connection of their own, under this lock.
-        self._lock = threading.Lock()
+        # depths() and ping() use a blocking connection of their own, on one thread of their
+        # own, so a caller can stop waiting for a broker that does not answer.
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
+        self._depth_thread = ThreadPoolExecutor(1, thread_name_prefix="rabbitmq-depths")
+        self._depth_lock = threading.Lock()
+        self._depth_call: Future | None = None
+        self._on_connected: list[Callable[[], None]] = []
 
     # -- publishing (through the confirming publisher's own connection) ----------------------
 
-    def publish(self, ids: Sequence[str]) -> None:
+    def publish(self, ids: Sequence[str], timeout: float | None = None) -> None:
         if ids:
-            self._publisher.publish(self.queue_name, [encode_message(i) for i in ids])
+            self._publisher.publish(self.queue_name, [encode_message(i) for i in ids], timeout)
 
     def publish_dead_letter(self, notification: dict) -> None:
         body = json.dumps(notification, default=str).encode()
         self._publisher.publish(self.dead_letter_queue, [body])
+
+    def _requeue_with_failures(self, notification_id: str, failures: int) -> None:
+        body = encode_message(notification_id, failures)
+        self._publisher.publish(self.queue_name, [body], timeout=5.0)
 
     # -- queue depths (a blocking connection used under a lock) ------------------------------
 
@@ -94,15 +116,28 @@ class RabbitQueue(NotificationQueue):
         dead = self._channel.queue_declare(self.dead_letter_queue, passive=True)
         return {"messages": main.method.message_count, "dead_letters": dead.method.message_count}
 
-    def depths(self) -> dict[str, int] | None:
+    def _count_with_retry(self) -> dict[str, int] | None:
         # Between /stats calls this connection sits idle and nobody services its heartbeats,
         # so the broker may have dropped it: one fresh connection is tried before giving up.
-        with self._lock:
-            for _ in range(2):
-                try:
-                    return self._count()
-                except CONNECTION_ERRORS:
-                    self._close_depth_connection()
+        for _ in range(2):
+            try:
+                return self._count()
+            except Exception:  # noqa: BLE001 - any failure means "unknown", and a reconnect
+                self._close_depth_connection()
+        return None
+
+    def depths(self, timeout: float | None = None) -> dict[str, int] | None:
+        """None when the broker does not answer within `timeout`; while an earlier call is
+        still stuck on a silent broker, None at once (no second thread, no second socket)."""
+        with self._depth_lock:
+            call = self._depth_call
+            if call is None or call.done():
+                call = self._depth_call = self._depth_thread.submit(self._count_with_retry)
+            elif timeout is not None:
+                return None
+        try:
+            return call.result(timeout)
+        except FutureTimeout:
             return None
 
     def _close_depth_connection(self) -> None:
@@ -113,31 +148,35 @@ class RabbitQueue(NotificationQueue):
             except CONNECTION_ERRORS:
                 pass
 
-    def ping(self) -> None:
-        if self.depths() is None:
+    def ping(self, timeout: float | None = 5.0) -> None:
+        if self.depths(timeout) is None:
             raise QueueUnavailable(f"RabbitMQ at {self.parameters.host}:{self.parameters.port}")
 
     def close(self) -> None:
         self._publisher.close()
-        with self._lock:
-            self._close_depth_connection()
+        self._depth_thread.submit(self._close_depth_connection)
+        self._depth_thread.shutdown(wait=False)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        self._on_connected.append(callback)
 
     # -- consuming --------------------------------------------------------------------------
 
     def consume(self, handler: MessageHandler, stop: StopSignal) -> None:
-        """Consume until `stop`; reconnect with backoff whenever the connection drops."""
+        """Consume until `stop`; reconnect with backoff whenever the connection drops, for any
+        reason (pika raises more than AMQPError: AMQPConnectorStackTimeout is not one)."""
         backoff = 0.5
         with ThreadPoolExecutor(self.workers, thread_name_prefix="deliver") as pool:
             while not stop.is_set():
                 try:
                     self._consume_once(handler, stop, pool)
                     backoff = 0.5
-                except CONNECTION_ERRORS as error:
+                except Exception as error:  # noqa: BLE001 - reconnect whatever it was
                     log.warning(
                         "event=consumer_disconnected error=%r retry_in=%.1fs", error, backoff
                     )
                     stop.wait(backoff)
-                    backoff = min(backoff * 2, 15.0)
+                    backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF)
 
     def _consume_once(self, handler: MessageHandler, stop: StopSignal, pool) -> None:
         connection = pika.BlockingConnection(self.parameters)
@@ -179,15 +218,7 @@ class RabbitQueue(NotificationQueue):
                     idle.notify_all()
 
             def work(tag: int, body: bytes) -> None:
-                ok = True
-                try:
-                    handler(decode_message(body))
-                except ValueError:
-                    log.error("event=malformed_message body=%r dropped=true", body[:200])
-                except Exception:
-                    log.exception("event=deliver_failed requeued=true")
-                    stop.wait(1.0)  # nothing was stored: back off before the redelivery
-                    ok = False
+                ok = self._handle(handler, body, stop)
                 finished.append((tag, ok))  # acked only now: the outcome is stored
                 with idle:
                     if settling[0]:
@@ -207,6 +238,8 @@ class RabbitQueue(NotificationQueue):
             log.info(
                 "event=consumer_started queue=%s prefetch=%d", self.queue_name, self.prefetch_count
             )
+            for callback in self._on_connected:
+                callback()
             while not stop.is_set():
                 connection.process_data_events(time_limit=0.2)
             channel.basic_cancel(consumer_tag)
@@ -222,3 +255,41 @@ class RabbitQueue(NotificationQueue):
                     connection.close()
                 except CONNECTION_ERRORS:
                     pass
+
+    def _handle(self, handler: MessageHandler, body: bytes, stop: StopSignal) -> bool:
+        """Handle one message; True to ack it, False to have the broker redeliver it.
+
+        A malformed message, or one whose handling failed max_handling_failures times, goes to
+        the dead-letter queue with the reason; an earlier failure puts a copy back on the queue
+        with the count raised (classic queues keep no count of their own)."""
+        try:
+            notification_id, failures = decode_delivery(body)
+        except MalformedMessage as error:
+            log.error("event=malformed_message body=%r error=%s", body[:200], error)
+            return self._dead_letter(body, f"malformed message: {error}")
+        try:
+            handler(notification_id)
+            return True
+        except Exception as error:  # noqa: BLE001 - nothing was recorded: count the failure
+            failures += 1
+            log.exception(
+                "notification=%s event=deliver_failed failures=%d", notification_id, failures
+            )
+            if failures >= self.max_handling_failures:
+                reason = f"handling failed {failures} times: {error!r}"[:500]
+                log.error("notification=%s event=poison_message %s", notification_id, reason)
+                return self._dead_letter(body, reason)
+            stop.wait(1.0)  # nothing was stored: back off before the redelivery
+            try:
+                self._requeue_with_failures(notification_id, failures)
+                return True
+            except QueueUnavailable:
+                return False  # the broker redelivers the original
+
+    def _dead_letter(self, body: bytes, reason: str) -> bool:
+        try:
+            self.publish_dead_letter(poison_letter(body, reason))
+            return True
+        except QueueUnavailable as error:
+            log.error("event=dead_letter_failed reason=%s error=%s", reason, error)
+            return False

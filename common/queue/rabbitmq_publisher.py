@@ -7,12 +7,18 @@ their messages and wait for their own confirms. Whatever arrived from concurrent
 published back to back, and the broker confirms it with few (often `multiple`) acks, so twenty
 callers cost about one round trip, not twenty. A publish still returns only once every one of
 its messages is confirmed.
+
+Every wait is bounded by the caller's deadline, and nobody waits while holding a lock: with the
+broker refusing, dropping packets or frozen, each caller gives up by its own deadline, at most
+one connection attempt is under way at a time, and a failed one is not retried for a moment, so
+a broker outage costs neither threads nor connections.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -63,6 +69,9 @@ class _Link:
         self.waiting: deque[_Batch] = deque()
         # [delivery tag, batch, routing key, body, returned] in publishing order.
         self.unconfirmed: deque[list] = deque()
+        # When the broker last showed it is alive to our publishes: a confirm, or the moment
+        # messages started waiting on an idle link. Read by callers to spot a silent broker.
+        self.last_progress = time.monotonic()
         self.tag = 0
         self.connection: pika.SelectConnection | None = None
         self.channel = None
@@ -136,6 +145,8 @@ class _Link:
         if not self.ready.is_set() or self.closed:
             return
         publish = self.channel.basic_publish
+        if self.waiting and not self.unconfirmed:
+            self.last_progress = time.monotonic()
         try:
             while self.waiting:
                 batch = self.waiting.popleft()
@@ -156,6 +167,7 @@ class _Link:
                 return
 
     def _on_confirm(self, frame) -> None:
+        self.last_progress = time.monotonic()
         method = frame.method
         refused = "nacked by the broker" if isinstance(method, pika.spec.Basic.Nack) else None
         tag = method.delivery_tag
@@ -194,9 +206,52 @@ class _Link:
                 pass
         self.thread.join(timeout)
 
+    def stalled(self, after: float) -> bool:
+        """Messages wait and the broker has confirmed nothing for `after` seconds."""
+        return bool(self.unconfirmed) and time.monotonic() - self.last_progress > after
+
+    def abandon(self, reason: str) -> None:
+        """Stop using this link now (it stopped confirming): fail what waits on it, and drop
+        the socket without the closing handshake a frozen broker would never answer."""
+        self._shut(ConnectionError(reason))
+        connection = self.connection
+        if connection is None:
+            return
+
+        def drop() -> None:
+            # pika has no public way to drop a connection without the Close/CloseOk round
+            # trip; _adapter_disconnect aborts the transport, which ends the ioloop.
+            disconnect = getattr(connection, "_adapter_disconnect", None)
+            try:
+                if disconnect is not None and not connection.is_closed:
+                    disconnect()
+                elif not (connection.is_closing or connection.is_closed):
+                    connection.close()
+            except Exception:  # noqa: BLE001 - already going away
+                connection.ioloop.stop()
+
+        try:
+            connection.ioloop.add_callback_threadsafe(drop)
+        except Exception:  # noqa: BLE001 - the loop has stopped already
+            pass
+
+
+# After a failed connection attempt, callers fail at once for this long instead of each
+# starting another attempt: a refused broker costs no connection storm.
+RECONNECT_PAUSE = 1.0
+# A broker that confirms nothing for this long while messages wait is taken for stalled
+# (frozen, packets dropped): its callers answer at once instead of holding every request
+# thread for the whole PUBLISH_TIMEOUT. A healthy broker confirms within milliseconds, and
+# under load confirms keep arriving; a false alarm only costs a reconnect, and the sweep
+# publishes what was left pending.
+STALL_SECONDS = 0.25
+# How often a waiting caller looks for a stall.
+STALL_CHECK = 0.05
+
 
 class ConfirmingPublisher:
-    """Thread-safe: `publish` returns once the broker confirmed every message, else raises."""
+    """Thread-safe: `publish` returns once the broker confirmed every message, else raises
+    QueueUnavailable by the caller's deadline."""
 
     def __init__(
         self,
@@ -204,50 +259,91 @@ class ConfirmingPublisher:
         queues: Callable[[], Sequence[str]],
         properties: pika.BasicProperties,
         *,
-        connect_timeout: float = 5.0,
-        confirm_timeout: float = 30.0,
+        publish_timeout: float = 1.5,
     ):
         self.parameters = parameters
         self.queues = queues
         self.properties = properties
-        self.connect_timeout = connect_timeout
-        self.confirm_timeout = confirm_timeout
-        self._lock = threading.Lock()
+        self.publish_timeout = publish_timeout
+        self._lock = threading.Lock()  # guards _link and _retry_at; never held while waiting
         self._link: _Link | None = None
+        self._retry_at = 0.0
+        self._last_error: BaseException | None = None
+        # Set when a connection attempt failed or a link stalled; cleared by the next link that
+        # opens. Meanwhile nobody waits for a connection: sends answer at once (as pending)
+        # while one attempt at a time runs in the background.
+        self._outage = False
 
     @property
     def connection(self):
         """The current connection (tests use it to cut the socket)."""
         return self._link.connection if self._link else None
 
-    def _current_link(self) -> _Link:
-        with self._lock:
-            link = self._link
-            if link is None or link.closed:
-                link = _Link(self.parameters, self.queues(), self.properties)
-                if not link.ready.wait(self.connect_timeout * 2 + 1) or link.closed:
-                    link.close(timeout=1)
-                    raise QueueUnavailable(f"RabbitMQ unreachable: {link.error!r}")
-                self._link = link
-            return link
+    def _link_for(self, deadline: float) -> _Link:
+        """The open link, or a new one (at most one connecting at a time), ready by `deadline`."""
+        while True:
+            with self._lock:
+                link = self._link
+                closing = link is not None and link.closed and link.thread.is_alive()
+                if link is None or (link.closed and not closing):
+                    if time.monotonic() < self._retry_at:
+                        raise QueueUnavailable(f"RabbitMQ unreachable: {self._last_error!r}")
+                    link = self._link = _Link(self.parameters, self.queues(), self.properties)
+            if not closing:
+                break
+            if self._outage:
+                raise QueueUnavailable("RabbitMQ connection is being closed; try again")
+            # The last connection is still winding down: one thread, one socket at a time.
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise QueueUnavailable("RabbitMQ connection is being closed; try again")
+            link.thread.join(min(left, 0.1))
+        wait = 0.0 if self._outage else max(0.0, deadline - time.monotonic())
+        if not link.ready.wait(wait):
+            self._outage = True  # the others need not wait for it too
+            raise QueueUnavailable("RabbitMQ did not open a connection in time")
+        if link.closed:
+            with self._lock:
+                self._last_error = link.error
+                self._retry_at = time.monotonic() + RECONNECT_PAUSE
+                self._outage = True
+            raise QueueUnavailable(f"RabbitMQ unreachable: {link.error!r}")
+        self._outage = False
+        return link
 
-    def publish(self, routing_key: str, bodies: Sequence[bytes]) -> None:
+    def publish(
+        self, routing_key: str, bodies: Sequence[bytes], timeout: float | None = None
+    ) -> None:
         if not bodies:
             return
+        deadline = time.monotonic() + (timeout or self.publish_timeout)
         for attempt in (1, 2):
             batch = _Batch(routing_key, bodies)
-            link = self._current_link()
+            link = self._link_for(deadline)
             if not link.submit(batch):
                 batch.lose(link.error)
-            elif not batch.done.wait(self.confirm_timeout):
-                raise QueueUnavailable(f"RabbitMQ did not confirm within {self.confirm_timeout}s")
+            elif not self._confirmed(batch, link, deadline):
+                # A broker that stops confirming (frozen, packets dropped) makes everyone
+                # wait: drop the link, so the next callers fail fast until one connects.
+                self._outage = True
+                link.abandon("no publisher confirm in time")
+                raise QueueUnavailable("RabbitMQ did not confirm in time")
             if batch.refused:
                 raise QueueUnavailable(f"broker refused the message: {batch.refused}")
             if batch.lost is None:
                 return
             # The connection dropped (perhaps while idle): reconnect once, then give up.
-            if attempt == 2:
+            if attempt == 2 or time.monotonic() >= deadline:
                 raise QueueUnavailable(f"RabbitMQ unreachable: {batch.lost!r}")
+
+    @staticmethod
+    def _confirmed(batch: _Batch, link: _Link, deadline: float) -> bool:
+        """Wait for the batch's confirms until the deadline, or until the link stalls."""
+        stall = min(STALL_SECONDS, max(0.0, deadline - time.monotonic()))
+        while not batch.done.wait(min(STALL_CHECK, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or link.stalled(stall):
+                return False
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -10,10 +10,10 @@ def make_store(settings: Settings) -> NotificationStore:
     if settings.mongo_uri:
         from common.store.mongo import MongoStore
 
-        return MongoStore(settings.mongo_uri, settings.mongo_db)
+        return MongoStore(settings.mongo_uri, settings.mongo_db, timeout=settings.store_timeout)
     from common.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.data_dir / "notifications.db")
+    return SqliteStore(settings.data_dir / "notifications.db", timeout=settings.store_timeout)
 
 
 __all__ = ["Cursor", "NotificationStore", "Page", "make_store"]

@@ -1,7 +1,9 @@
 """The storage port: every store (SQLite, MongoDB) offers exactly these operations.
 
-Status changes are compare-and-set on the current status, so that two workers, two sweeps or a
-worker and a manual retry can never both act on one notification.
+Status changes are the named moves of common/lifecycle.py, each a compare-and-set on the current
+status (and, for a delivery's outcome, on the claim token), so that two workers, two sweeps or a
+worker and a manual retry can never both act on one notification. Adapters raise
+StoreUnavailable for their driver's outage errors.
 """
 
 from __future__ import annotations
@@ -15,22 +17,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from common import lifecycle
 from common.errors import ValidationError
-from common.model import PENDING, QUEUED, Notification
+from common.lifecycle import Move
+from common.model import Notification
 
 MAX_PAGE_SIZE = 200
 
-
-def _store_errors() -> tuple[type[BaseException], ...]:
-    import sqlite3
-
-    import pymongo.errors
-
-    return (sqlite3.OperationalError, pymongo.errors.ConnectionFailure)
-
-
-# What a store raises when it cannot be reached or is busy: the caller may try again (503).
-STORE_OUTAGES = _store_errors()
+# What add_many reports for each notification, in order.
+INSERTED = "inserted"
+DUPLICATE = "duplicate"  # its id (an idempotency key's) was taken already
+NOT_STORED = "not_stored"
 
 
 @dataclass
@@ -65,12 +62,16 @@ class Cursor:
 class NotificationStore(ABC):
     """Where notifications live; the single source of truth for their status."""
 
+    # -- adapters implement these ------------------------------------------------------------
+
     @abstractmethod
     def add(self, notification: Notification) -> None:
         """Insert one; raise DuplicateId when its id is taken."""
 
     @abstractmethod
-    def add_many(self, notifications: Sequence[Notification]) -> None: ...
+    def add_many(self, notifications: Sequence[Notification]) -> list[str]:
+        """Insert each that can be; per notification, in order: INSERTED, DUPLICATE or
+        NOT_STORED. Raises StoreUnavailable only when it cannot tell what was stored."""
 
     @abstractmethod
     def get(self, notification_id: str) -> Notification | None: ...
@@ -88,35 +89,30 @@ class NotificationStore(ABC):
         """Newest first; `next_cursor` is None on the last page."""
 
     @abstractmethod
-    def update_if(
+    def _apply(
         self,
         notification_id: str,
-        expected: Iterable[str],
+        move: Move,
         changes: dict[str, Any],
         *,
+        token: str | None = None,
         types: Iterable[str] | None = None,
     ) -> Notification | None:
-        """Apply `changes` only if the status is one of `expected` (and, given `types`, the
-        notification is of one of them); the updated record, or None."""
+        """Make `move` with `changes` if the status is one of its sources (and the claim token
+        is `token` for a fenced move; and, given `types`, the type is one of them): the updated
+        record, or None when the guard did not hold."""
 
     @abstractmethod
-    def move_status(
-        self, ids: Sequence[str], from_status: str, to_status: str, updated_at: datetime
-    ) -> int:
-        """In one bulk write, move those of `ids` that are in `from_status`; how many moved."""
-
-    def mark_queued(self, ids: Sequence[str], now: datetime) -> int:
-        """pending -> queued for these ids (after their publish was confirmed)."""
-        return self.move_status(ids, PENDING, QUEUED, now)
+    def _apply_many(self, ids: Sequence[str], move: Move, updated_at: datetime) -> int:
+        """Bulk `move` (sources -> target, updated_at set) of those of `ids` that can: how many."""
 
     @abstractmethod
-    def claim_for_delivery(
-        self, notification_id: str, now: datetime, lease_until: datetime
+    def claim(
+        self, notification_id: str, now: datetime, lease_until: datetime, token: str
     ) -> Notification | None:
-        """Take a notification to deliver it: pending/queued, or sending with an expired lease.
-
-        None when another worker holds it, or it is sent, failed or waiting for a retry.
-        """
+        """Take a notification to deliver it, stamping `token` and counting the attempt:
+        pending/queued, or sending with an expired lease. None when another worker holds it,
+        or it is sent, failed or waiting for a retry."""
 
     @abstractmethod
     def claim_due(
@@ -127,12 +123,19 @@ class NotificationStore(ABC):
         queued_before: datetime | None = None,
         limit: int = 500,
     ) -> list[Notification]:
-        """Atomically move to `queued` what the sweep must (re)publish, and return it.
+        """Atomically requeue (lifecycle.REQUEUE) what the sweep must (re)publish, and return it.
 
         Due retries (next_retry_time <= now), pending ones never published (updated before
         `pending_before`), sending ones whose lease expired, and, when `queued_before` is given,
-        queued ones whose message may be gone (the in-process queue after a restart).
+        queued ones whose message may be gone (updated before it).
         """
+
+    @abstractmethod
+    def dead_letters_due(self, limit: int = 500) -> list[Notification]:
+        """Failed notifications whose dead-letter copy was not published yet."""
+
+    @abstractmethod
+    def mark_dead_lettered(self, ids: Sequence[str], now: datetime) -> int: ...
 
     @abstractmethod
     def count_by_status(self) -> dict[str, int]: ...
@@ -142,10 +145,62 @@ class NotificationStore(ABC):
 
     @abstractmethod
     def ping(self) -> None:
-        """Raise if the store cannot be reached."""
+        """Raise StoreUnavailable if the store cannot be reached (or its file is gone)."""
 
     def close(self) -> None:  # noqa: B027 - optional for adapters
         pass
+
+    # -- the named moves, defined once on top of _apply ---------------------------------------
+
+    def mark_queued(self, ids: Sequence[str], now: datetime) -> int:
+        """pending -> queued for these ids (after their publish was confirmed)."""
+        return self._apply_many(ids, lifecycle.QUEUE, now)
+
+    def unqueue(self, ids: Sequence[str], updated_at: datetime) -> int:
+        """queued -> pending: the sweep could not publish what it claimed."""
+        return self._apply_many(ids, lifecycle.UNQUEUE, updated_at)
+
+    def extend_lease(self, notification_id: str, token: str, lease_until: datetime) -> bool:
+        moved = self._apply(
+            notification_id,
+            lifecycle.EXTEND_LEASE,
+            {"lease_until": lease_until},
+            token=token,
+        )
+        return moved is not None
+
+    def record_sent(self, notification_id: str, token: str, now: datetime) -> Notification | None:
+        return self._apply(notification_id, lifecycle.RECORD_SENT, lifecycle.sent(now), token=token)
+
+    def schedule_retry(
+        self,
+        notification_id: str,
+        token: str,
+        now: datetime,
+        retry_count: int,
+        next_time: datetime,
+        error: str,
+    ) -> Notification | None:
+        changes = lifecycle.retry_scheduled(now, retry_count, next_time, error)
+        return self._apply(notification_id, lifecycle.SCHEDULE_RETRY, changes, token=token)
+
+    def fail(
+        self, notification_id: str, token: str, now: datetime, error: str
+    ) -> Notification | None:
+        changes = lifecycle.failed(now, error)
+        return self._apply(notification_id, lifecycle.FAIL, changes, token=token)
+
+    def deliver_in_place(
+        self, notification_id: str, types: Iterable[str], now: datetime
+    ) -> Notification | None:
+        """pending/queued -> sent in one write, for types whose delivery is being stored."""
+        return self._apply(
+            notification_id, lifecycle.DELIVER_IN_PLACE, lifecycle.sent(now), types=types
+        )
+
+    def restart(self, notification_id: str, now: datetime) -> Notification | None:
+        """A manual retry: failed or waiting -> pending, with a fresh retry budget."""
+        return self._apply(notification_id, lifecycle.RESTART, lifecycle.restarted(now))
 
 
 def clamp_limit(limit: int) -> int:

@@ -1,11 +1,13 @@
 """The production store: MongoDB through pymongo (used when MONGO_URI is set).
 
-Status changes are single-document `find_one_and_update` calls guarded on the current status;
-the sweep claims a batch by stamping it with a claim token in one guarded `update_many`.
+Status changes are single-document `find_one_and_update` calls guarded on the current status
+(and claim token); the sweep claims a batch by stamping it with a sweep mark in one guarded
+`update_many`. pymongo's outage errors leave this module as StoreUnavailable.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -16,11 +18,43 @@ import pymongo
 import pymongo.errors
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
-from common.errors import DuplicateId
-from common.model import PENDING, QUEUED, RETRY_SCHEDULED, SENDING, Notification
-from common.store.base import Cursor, NotificationStore, Page, clamp_limit
+from common.errors import DuplicateId, StoreUnavailable
+from common.lifecycle import REQUEUE, Move
+from common.model import (
+    FAILED_PERMANENTLY,
+    PENDING,
+    QUEUED,
+    RETRY_SCHEDULED,
+    SENDING,
+    Notification,
+)
+from common.store.base import (
+    DUPLICATE,
+    INSERTED,
+    NOT_STORED,
+    Cursor,
+    NotificationStore,
+    Page,
+    clamp_limit,
+)
 
 NO_ID = {"_id": False, "claim": False}
+DUPLICATE_KEY = 11000
+# What pymongo raises when the server cannot be reached, or does not answer in time.
+OUTAGES = (pymongo.errors.ConnectionFailure, pymongo.errors.ExecutionTimeout)
+
+
+def _reporting_outages(method):
+    """Turn pymongo's outage errors into our own StoreUnavailable."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except OUTAGES as error:
+            raise StoreUnavailable(f"MongoDB is unavailable: {type(error).__name__}") from error
+
+    return wrapper
 
 
 def _to_document(notification: Notification) -> dict:
@@ -35,14 +69,27 @@ def _to_notification(document: dict) -> Notification:
 
 
 class MongoStore(NotificationStore):
-    def __init__(self, uri: str | None = None, database: str = "notifications", client=None):
+    def __init__(
+        self,
+        uri: str | None = None,
+        database: str = "notifications",
+        client=None,
+        timeout: float = 3.0,
+    ):
         # tz_aware: datetimes come back in UTC with tzinfo, as the model keeps them.
+        # timeoutMS bounds every operation, so a stalled server is a prompt 503.
+        millis = int(timeout * 1000)
         self.client = client or pymongo.MongoClient(
-            uri, tz_aware=True, serverSelectionTimeoutMS=5000, connect=False
+            uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=millis,
+            timeoutMS=millis * 2,
+            connect=False,
         )
         self.collection = self.client[database]["notifications"]
         self._ensure_indexes()
 
+    @_reporting_outages
     def _ensure_indexes(self) -> None:
         self.collection.create_index([("id", ASCENDING)], unique=True)
         self.collection.create_index([("user_id", ASCENDING), ("created_at", DESCENDING)])
@@ -51,21 +98,51 @@ class MongoStore(NotificationStore):
         self.collection.create_index([("status", ASCENDING), ("updated_at", ASCENDING)])
         self.collection.create_index([("notification_type", ASCENDING)])
         self.collection.create_index([("claim", ASCENDING)], sparse=True)
+        self.collection.create_index([("status", ASCENDING), ("dead_lettered_at", ASCENDING)])
 
+    @_reporting_outages
     def add(self, notification: Notification) -> None:
         try:
             self.collection.insert_one(_to_document(notification))
         except pymongo.errors.DuplicateKeyError as error:
             raise DuplicateId(notification.id) from error
 
-    def add_many(self, notifications: Sequence[Notification]) -> None:
-        if notifications:
-            self.collection.insert_many([_to_document(n) for n in notifications], ordered=True)
+    def add_many(self, notifications: Sequence[Notification]) -> list[str]:
+        """Unordered: one bad document stops none of the others. After an outage mid-way,
+        asks which ids made it, so the reply says per item what was stored."""
+        if not notifications:
+            return []
+        try:
+            self.collection.insert_many([_to_document(n) for n in notifications], ordered=False)
+            return [INSERTED] * len(notifications)
+        except pymongo.errors.BulkWriteError as error:
+            failed = {e["index"]: e.get("code") for e in error.details.get("writeErrors", [])}
+            return [
+                INSERTED
+                if index not in failed
+                else DUPLICATE
+                if failed[index] == DUPLICATE_KEY
+                else NOT_STORED
+                for index in range(len(notifications))
+            ]
+        except OUTAGES as error:
+            return self._what_was_stored(notifications, error)
 
+    @_reporting_outages
+    def _what_was_stored(self, notifications: Sequence[Notification], error) -> list[str]:
+        ids = [n.id for n in notifications]
+        stored = {d["id"] for d in self.collection.find({"id": {"$in": ids}}, {"id": True})}
+        if not stored:
+            raise StoreUnavailable(f"MongoDB is unavailable: {type(error).__name__}") from error
+        # Those stored may be earlier submissions of the same ids: either way, they are kept.
+        return [INSERTED if i in stored else NOT_STORED for i in ids]
+
+    @_reporting_outages
     def get(self, notification_id: str) -> Notification | None:
         document = self.collection.find_one({"id": notification_id}, NO_ID)
         return _to_notification(document) if document else None
 
+    @_reporting_outages
     def list_for_user(
         self,
         user_id: str,
@@ -97,15 +174,19 @@ class MongoStore(NotificationStore):
             next_cursor = Cursor(items[-1].created_at, items[-1].id).encode()
         return Page(items, next_cursor)
 
-    def update_if(
+    @_reporting_outages
+    def _apply(
         self,
         notification_id: str,
-        expected: Iterable[str],
+        move: Move,
         changes: dict[str, Any],
         *,
+        token: str | None = None,
         types: Iterable[str] | None = None,
     ) -> Notification | None:
-        query: dict[str, Any] = {"id": notification_id, "status": {"$in": list(expected)}}
+        query: dict[str, Any] = {"id": notification_id, "status": {"$in": list(move.sources)}}
+        if move.fenced:
+            query["claim_token"] = token
         if types is not None:
             query["notification_type"] = {"$in": list(types)}
         document = self.collection.find_one_and_update(
@@ -115,19 +196,19 @@ class MongoStore(NotificationStore):
         )
         return _to_notification(document) if document else None
 
-    def move_status(
-        self, ids: Sequence[str], from_status: str, to_status: str, updated_at: datetime
-    ) -> int:
+    @_reporting_outages
+    def _apply_many(self, ids: Sequence[str], move: Move, updated_at: datetime) -> int:
         if not ids:
             return 0
         result = self.collection.update_many(
-            {"id": {"$in": list(ids)}, "status": from_status},
-            {"$set": {"status": to_status, "updated_at": updated_at}},
+            {"id": {"$in": list(ids)}, "status": {"$in": list(move.sources)}},
+            {"$set": {"status": move.target, "updated_at": updated_at}},
         )
         return result.modified_count
 
-    def claim_for_delivery(
-        self, notification_id: str, now: datetime, lease_until: datetime
+    @_reporting_outages
+    def claim(
+        self, notification_id: str, now: datetime, lease_until: datetime, token: str
     ) -> Notification | None:
         document = self.collection.find_one_and_update(
             {
@@ -137,11 +218,20 @@ class MongoStore(NotificationStore):
                     {"status": SENDING, "lease_until": {"$lte": now}},
                 ],
             },
-            {"$set": {"status": SENDING, "lease_until": lease_until, "updated_at": now}},
+            {
+                "$set": {
+                    "status": SENDING,
+                    "lease_until": lease_until,
+                    "updated_at": now,
+                    "claim_token": token,
+                },
+                "$inc": {"attempts": 1},
+            },
             return_document=ReturnDocument.AFTER,
         )
         return _to_notification(document) if document else None
 
+    @_reporting_outages
     def claim_due(
         self,
         now: datetime,
@@ -164,24 +254,46 @@ class MongoStore(NotificationStore):
         # The guard repeats the due condition: a candidate another sweep took in between no
         # longer matches, so each notification is stamped by exactly one claim.
         claim = str(uuid.uuid4())
-        self.collection.update_many(
-            {"id": {"$in": candidates}, **due},
-            {"$set": {"status": QUEUED, "updated_at": now, "lease_until": None, "claim": claim}},
-        )
+        requeue = {
+            "status": REQUEUE.target,
+            "updated_at": now,
+            "lease_until": None,
+            "claim_token": None,
+            "claim": claim,
+        }
+        self.collection.update_many({"id": {"$in": candidates}, **due}, {"$set": requeue})
         claimed = [_to_notification(d) for d in self.collection.find({"claim": claim}, NO_ID)]
         self.collection.update_many({"claim": claim}, {"$unset": {"claim": ""}})
         return claimed
+
+    @_reporting_outages
+    def dead_letters_due(self, limit: int = 500) -> list[Notification]:
+        query = {"status": FAILED_PERMANENTLY, "dead_lettered_at": None}
+        return [_to_notification(d) for d in self.collection.find(query, NO_ID).limit(limit)]
+
+    @_reporting_outages
+    def mark_dead_lettered(self, ids: Sequence[str], now: datetime) -> int:
+        if not ids:
+            return 0
+        result = self.collection.update_many(
+            {"id": {"$in": list(ids)}, "status": FAILED_PERMANENTLY, "dead_lettered_at": None},
+            {"$set": {"dead_lettered_at": now}},
+        )
+        return result.modified_count
 
     def _count_by(self, field: str) -> dict[str, int]:
         pipeline = [{"$group": {"_id": f"${field}", "count": {"$sum": 1}}}]
         return {row["_id"]: row["count"] for row in self.collection.aggregate(pipeline)}
 
+    @_reporting_outages
     def count_by_status(self) -> dict[str, int]:
         return self._count_by("status")
 
+    @_reporting_outages
     def count_by_type(self) -> dict[str, int]:
         return self._count_by("notification_type")
 
+    @_reporting_outages
     def ping(self) -> None:
         self.client.admin.command("ping")
 

@@ -13,25 +13,46 @@ lock, threads would meet SQLite's busy handler, which waits by sleeping 1, 2, 5 
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common.errors import DuplicateId
+from common.errors import DuplicateId, StoreUnavailable
+from common.lifecycle import REQUEUE, Move
 from common.model import (
+    FAILED_PERMANENTLY,
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
     SENDING,
     Notification,
 )
-from common.store.base import Cursor, NotificationStore, Page, clamp_limit
+from common.store.base import (
+    DUPLICATE,
+    INSERTED,
+    Cursor,
+    NotificationStore,
+    Page,
+    clamp_limit,
+)
 
-TIME_FIELDS = ("next_retry_time", "lease_until", "created_at", "updated_at", "sent_at")
+log = logging.getLogger("notifications.store")
+
+TIME_FIELDS = (
+    "next_retry_time",
+    "lease_until",
+    "created_at",
+    "updated_at",
+    "sent_at",
+    "dead_lettered_at",
+)
 COLUMNS = (
     "id",
     "user_id",
@@ -44,6 +65,9 @@ COLUMNS = (
     "retry_count",
     "max_retries",
     "last_error",
+    "attempts",
+    "claim_token",
+    "request_hash",
 ) + TIME_FIELDS
 
 SCHEMA = """
@@ -63,7 +87,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     lease_until INTEGER,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    sent_at INTEGER
+    sent_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    claim_token TEXT,
+    request_hash TEXT,
+    dead_lettered_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS ix_user_created ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS ix_status_next_retry ON notifications (status, next_retry_time);
@@ -71,6 +99,18 @@ CREATE INDEX IF NOT EXISTS ix_status_lease ON notifications (status, lease_until
 CREATE INDEX IF NOT EXISTS ix_status_updated ON notifications (status, updated_at);
 CREATE INDEX IF NOT EXISTS ix_type ON notifications (notification_type);
 """
+# Columns added after the first release: a file written by an older version gains them.
+ADDED_COLUMNS = {
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "claim_token": "TEXT",
+    "request_hash": "TEXT",
+    "dead_lettered_at": "INTEGER",
+}
+INDEXES_ON_ADDED = (
+    "CREATE INDEX IF NOT EXISTS ix_status_dead_letter ON notifications (status, dead_lettered_at)"
+)
+# How often (seconds) the store checks that its file is still the one it opened.
+FILE_CHECK_INTERVAL = 1.0
 
 
 def to_millis(value: datetime | None) -> int | None:
@@ -104,7 +144,7 @@ def _to_notification(row: sqlite3.Row) -> Notification:
 class _Write:
     """One statement waiting for the write lock, and what it returned once run."""
 
-    __slots__ = ("sql", "params", "rows", "count", "error", "done")
+    __slots__ = ("sql", "params", "rows", "count", "error", "taken", "done")
 
     def __init__(self, sql: str, params: Sequence[Any]):
         self.sql = sql
@@ -112,7 +152,8 @@ class _Write:
         self.rows: list[sqlite3.Row] = []
         self.count = 0
         self.error: BaseException | None = None
-        self.done = False
+        self.taken = False  # a lock holder has started on it: it will run
+        self.done = threading.Event()
 
 
 def _column_value(name: str, value: Any) -> Any:
@@ -121,51 +162,148 @@ def _column_value(name: str, value: Any) -> Any:
     return to_millis(value) if name in TIME_FIELDS else value
 
 
+def _outage(error: sqlite3.Error) -> StoreUnavailable:
+    """Our own error for what sqlite3 raised: locked, disk I/O, a missing table."""
+    log.error("event=store_error error=%s", error)
+    if "locked" in str(error) or "busy" in str(error):
+        return StoreUnavailable("the notification store is busy (its file is locked); try again")
+    return StoreUnavailable("the notification store is unavailable; try again shortly")
+
+
 class SqliteStore(NotificationStore):
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, timeout: float = 3.0):
         self.path = str(path)
+        # How long a write may wait for the file's lock (another process, a long transaction)
+        # before the caller is told the store is unavailable.
+        self.timeout = timeout
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._queue_lock = threading.Lock()
         self._writes: deque[_Write] = deque()
-        self._connection().executescript(SCHEMA)
+        self._file_identity: tuple[int, int] | None = None
+        self._file_checked_at = 0.0
+        try:
+            self._create_schema(self._connection())
+        except sqlite3.Error as error:
+            raise _outage(error) from error
+        self._file_identity = self._identity()
+
+    # -- connections and the file they point at ----------------------------------------------
+
+    def _identity(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        stat = os.stat(self.path)
+        return stat.st_dev, stat.st_ino
+
+    def _check_file(self) -> None:
+        """Refuse to work on a file that was deleted or replaced under us: old connections
+        would keep writing to the unlinked file, and everything written would vanish."""
+        if self._file_identity is None:
+            return
+        now = time.monotonic()
+        if now - self._file_checked_at < FILE_CHECK_INTERVAL:
+            return
+        try:
+            identity = self._identity()
+        except FileNotFoundError:
+            identity = None
+        if identity != self._file_identity:
+            log.error("event=store_file_gone path=%s", self.path)
+            raise StoreUnavailable(
+                f"the store file {self.path} was removed or replaced while the service ran; "
+                "restart the service to open it again"
+            )
+        self._file_checked_at = now
+
+    def _create_schema(self, connection: sqlite3.Connection) -> None:
+        connection.executescript(SCHEMA)
+        present = {row["name"] for row in connection.execute("PRAGMA table_info(notifications)")}
+        for name, definition in ADDED_COLUMNS.items():
+            if name not in present:
+                connection.execute(f"ALTER TABLE notifications ADD COLUMN {name} {definition}")
+                if name == "dead_lettered_at":
+                    # An older version already tried their dead-letter copies.
+                    connection.execute(
+                        "UPDATE notifications SET dead_lettered_at = updated_at WHERE status = ?",
+                        (FAILED_PERMANENTLY,),
+                    )
+        connection.execute(INDEXES_ON_ADDED)
 
     def _connection(self) -> sqlite3.Connection:
+        self._check_file()
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode is durable against process crashes, loses at most the last
             # transactions on power loss, and avoids one fsync per insert.
             connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute("PRAGMA busy_timeout=30000")
+            connection.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
             self._local.connection = connection
             with self._connections_lock:
                 self._connections.append(connection)
         return connection
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._connection().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as error:
+            raise _outage(error) from error
+
+    # -- writes: combined across threads, bounded in time -------------------------------------
+
     def _write(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[sqlite3.Row], int]:
-        """Run one write (with what other threads queued meanwhile): (rows returned, changed)."""
+        """Run one write (with what other threads queued meanwhile): (rows returned, changed).
+
+        Waits at most about `timeout` for the lock; a statement not yet taken by then is
+        withdrawn and reported as a store outage, so a locked file is a prompt 503."""
+        connection = self._connection()
+        deadline = time.monotonic() + self.timeout
         job = _Write(sql, params)
-        self._writes.append(job)
-        with self._write_lock:
-            if not job.done:  # else an earlier holder of the lock ran it with its own
-                self._run_writes(self._connection())
+        with self._queue_lock:
+            self._writes.append(job)
+        if self._write_lock.acquire(timeout=self.timeout):
+            try:
+                if not job.done.is_set():  # else an earlier holder of the lock ran it
+                    self._limit_busy_wait(connection, deadline)
+                    self._run_writes(connection)
+            finally:
+                self._write_lock.release()
+        else:
+            with self._queue_lock:
+                if not job.taken:
+                    self._writes.remove(job)
+                    raise StoreUnavailable("the notification store is busy; try again")
+            job.done.wait(self.timeout * 2)  # a holder is running it right now
+        if not job.done.is_set():
+            raise StoreUnavailable("the notification store did not finish a write in time")
         if job.error is not None:
+            if isinstance(job.error, sqlite3.OperationalError):
+                raise _outage(job.error) from job.error
             raise job.error
         return job.rows, job.count
 
+    def _limit_busy_wait(self, connection: sqlite3.Connection, deadline: float) -> None:
+        """What is left of this caller's time is all SQLite may wait for another process's
+        lock: waiting for our own lock and then for the file's never adds up past `timeout`."""
+        left = max(0.001, deadline - time.monotonic())
+        connection.execute(f"PRAGMA busy_timeout={int(left * 1000) or 1}")
+
     def _run_writes(self, connection: sqlite3.Connection) -> None:
         """Under the write lock: every queued statement, in one transaction when several."""
-        jobs: list[_Write] = []
-        while self._writes:
-            jobs.append(self._writes.popleft())
+        with self._queue_lock:
+            jobs = list(self._writes)
+            self._writes.clear()
+            for job in jobs:
+                job.taken = True
         grouped = len(jobs) > 1
         try:
             if grouped:
@@ -189,10 +327,11 @@ class SqliteStore(NotificationStore):
                 connection.execute("ROLLBACK")
             for job in jobs:
                 job.error = job.error or error
-            raise
+            if not isinstance(error, sqlite3.Error):
+                raise
         finally:
             for job in jobs:
-                job.done = True
+                job.done.set()
 
     def add(self, notification: Notification) -> None:
         placeholders = ",".join("?" * len(COLUMNS))
@@ -204,31 +343,55 @@ class SqliteStore(NotificationStore):
         except sqlite3.IntegrityError as error:
             raise DuplicateId(notification.id) from error
 
-    def add_many(self, notifications: Sequence[Notification]) -> None:
+    def add_many(self, notifications: Sequence[Notification]) -> list[str]:
+        """One transaction: the ids already taken are looked up first, the rest inserted in
+        one executemany (a row per statement would cost a fifth of batch throughput)."""
         if not notifications:
-            return
+            return []
         connection = self._connection()
-        placeholders = ",".join("?" * len(COLUMNS))
-        rows = [_row_values(n) for n in notifications]
-        with self._write_lock:
+        insert = (
+            f"INSERT INTO notifications ({','.join(COLUMNS)}) "
+            f"VALUES ({','.join('?' * len(COLUMNS))})"
+        )
+        deadline = time.monotonic() + self.timeout
+        if not self._write_lock.acquire(timeout=self.timeout):
+            raise StoreUnavailable("the notification store is busy; nothing was stored")
+        try:
+            self._limit_busy_wait(connection, deadline)
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(
-                    f"INSERT INTO notifications ({','.join(COLUMNS)}) VALUES ({placeholders})",
-                    rows,
-                )
+                taken = self._taken_ids(connection, [n.id for n in notifications])
+                outcomes = []
+                for notification in notifications:
+                    outcomes.append(DUPLICATE if notification.id in taken else INSERTED)
+                    taken.add(notification.id)  # a repeat within the batch is one too
+                fresh = [n for n, o in zip(notifications, outcomes, strict=True) if o == INSERTED]
+                connection.executemany(insert, [_row_values(n) for n in fresh])
                 connection.execute("COMMIT")
+                return outcomes
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
                 raise
+        except sqlite3.OperationalError as error:
+            raise _outage(error) from error
+        finally:
+            self._write_lock.release()
+
+    @staticmethod
+    def _taken_ids(connection: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+        taken: set[str] = set()
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            rows = connection.execute(
+                f"SELECT id FROM notifications WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            )
+            taken.update(row[0] for row in rows)
+        return taken
 
     def get(self, notification_id: str) -> Notification | None:
-        row = (
-            self._connection()
-            .execute("SELECT * FROM notifications WHERE id = ?", (notification_id,))
-            .fetchone()
-        )
-        return _to_notification(row) if row else None
+        rows = self._read("SELECT * FROM notifications WHERE id = ?", (notification_id,))
+        return _to_notification(rows[0]) if rows else None
 
     def list_for_user(
         self,
@@ -251,14 +414,10 @@ class SqliteStore(NotificationStore):
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
             millis = to_millis(cursor.created_at)
             params += [millis, millis, cursor.id]
-        rows = (
-            self._connection()
-            .execute(
-                f"SELECT * FROM notifications WHERE {' AND '.join(where)} "
-                "ORDER BY created_at DESC, id DESC LIMIT ?",
-                (*params, limit + 1),
-            )
-            .fetchall()
+        rows = self._read(
+            f"SELECT * FROM notifications WHERE {' AND '.join(where)} "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            (*params, limit + 1),
         )
         items = [_to_notification(row) for row in rows[:limit]]
         next_cursor = None
@@ -267,19 +426,22 @@ class SqliteStore(NotificationStore):
             next_cursor = Cursor(last.created_at, last.id).encode()
         return Page(items, next_cursor)
 
-    def update_if(
+    def _apply(
         self,
         notification_id: str,
-        expected: Iterable[str],
+        move: Move,
         changes: dict[str, Any],
         *,
+        token: str | None = None,
         types: Iterable[str] | None = None,
     ) -> Notification | None:
-        expected = list(expected)
         assignments = ", ".join(f"{name} = ?" for name in changes)
         values = [_column_value(name, value) for name, value in changes.items()]
-        condition = f"status IN ({','.join('?' * len(expected))})"
-        parameters = [*values, notification_id, *expected]
+        condition = f"status IN ({','.join('?' * len(move.sources))})"
+        parameters = [*values, notification_id, *move.sources]
+        if move.fenced:
+            condition += " AND claim_token = ?"
+            parameters.append(token)
         if types is not None:
             types = list(types)
             condition += f" AND notification_type IN ({','.join('?' * len(types))})"
@@ -290,32 +452,33 @@ class SqliteStore(NotificationStore):
         )[0]
         return _to_notification(rows[0]) if rows else None
 
-    def move_status(
-        self, ids: Sequence[str], from_status: str, to_status: str, updated_at: datetime
-    ) -> int:
+    def _apply_many(self, ids: Sequence[str], move: Move, updated_at: datetime) -> int:
         moved = 0
+        sources = ",".join("?" * len(move.sources))
         # SQLite limits bound parameters; 900 per statement stays well inside it.
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             _, count = self._write(
                 f"UPDATE notifications SET status = ?, updated_at = ? "
-                f"WHERE status = ? AND id IN ({','.join('?' * len(chunk))})",
-                (to_status, to_millis(updated_at), from_status, *chunk),
+                f"WHERE status IN ({sources}) AND id IN ({','.join('?' * len(chunk))})",
+                (move.target, to_millis(updated_at), *move.sources, *chunk),
             )
             moved += count
         return moved
 
-    def claim_for_delivery(
-        self, notification_id: str, now: datetime, lease_until: datetime
+    def claim(
+        self, notification_id: str, now: datetime, lease_until: datetime, token: str
     ) -> Notification | None:
         rows = self._write(
-            "UPDATE notifications SET status = ?, lease_until = ?, updated_at = ? "
+            "UPDATE notifications SET status = ?, lease_until = ?, updated_at = ?, "
+            "claim_token = ?, attempts = attempts + 1 "
             "WHERE id = ? AND (status IN (?, ?) OR (status = ? AND lease_until <= ?)) "
             "RETURNING *",
             (
                 SENDING,
                 to_millis(lease_until),
                 to_millis(now),
+                token,
                 notification_id,
                 PENDING,
                 QUEUED,
@@ -354,18 +517,33 @@ class SqliteStore(NotificationStore):
             params += [QUEUED, to_millis(queued_before)]
         selected = " UNION ALL ".join(f"SELECT * FROM ({b} LIMIT {int(limit)})" for b in branches)
         rows = self._write(
-            "UPDATE notifications SET status = ?, updated_at = ?, lease_until = NULL "
-            f"WHERE id IN (SELECT id FROM ({selected}) LIMIT ?) RETURNING *",
-            (QUEUED, now_ms, *params, int(limit)),
+            "UPDATE notifications SET status = ?, updated_at = ?, lease_until = NULL, "
+            f"claim_token = NULL WHERE id IN (SELECT id FROM ({selected}) LIMIT ?) RETURNING *",
+            (REQUEUE.target, now_ms, *params, int(limit)),
         )[0]
         return [_to_notification(row) for row in rows]
 
-    def _count_by(self, column: str) -> dict[str, int]:
-        rows = (
-            self._connection()
-            .execute(f"SELECT {column}, COUNT(*) FROM notifications GROUP BY {column}")
-            .fetchall()
+    def dead_letters_due(self, limit: int = 500) -> list[Notification]:
+        rows = self._read(
+            "SELECT * FROM notifications WHERE status = ? AND dead_lettered_at IS NULL LIMIT ?",
+            (FAILED_PERMANENTLY, int(limit)),
         )
+        return [_to_notification(row) for row in rows]
+
+    def mark_dead_lettered(self, ids: Sequence[str], now: datetime) -> int:
+        marked = 0
+        for start in range(0, len(ids), 900):
+            chunk = ids[start : start + 900]
+            _, count = self._write(
+                "UPDATE notifications SET dead_lettered_at = ? WHERE status = ? "
+                f"AND dead_lettered_at IS NULL AND id IN ({','.join('?' * len(chunk))})",
+                (to_millis(now), FAILED_PERMANENTLY, *chunk),
+            )
+            marked += count
+        return marked
+
+    def _count_by(self, column: str) -> dict[str, int]:
+        rows = self._read(f"SELECT {column}, COUNT(*) FROM notifications GROUP BY {column}")
         return {row[0]: row[1] for row in rows}
 
     def count_by_status(self) -> dict[str, int]:
@@ -375,7 +553,8 @@ class SqliteStore(NotificationStore):
         return self._count_by("notification_type")
 
     def ping(self) -> None:
-        self._connection().execute("SELECT 1").fetchone()
+        self._file_checked_at = 0.0  # readiness always looks at the file itself
+        self._read("SELECT 1 FROM notifications LIMIT 1")
 
     def close(self) -> None:
         with self._connections_lock:

@@ -1,5 +1,6 @@
 """A local stand-in for Twilio's Messages API (stdlib HTTP server in a thread on 127.0.0.1) that
-records each request and answers like Twilio: 201 queued, 500, 429 or the 400 of error 21211.
+records each request and answers like Twilio: 201 queued, 500, 429, or the error answer of any
+Twilio error code (`fail_with(21610)`); an unknown path gets Twilio's 404 (error 20404).
 
     with FakeTwilio() as twilio:
         settings = load_settings({**twilio.env(), "DATA_DIR": ...})
@@ -27,7 +28,22 @@ SERVER_ERROR = "server_error"  # 500, Twilio error 20500
 RATE_LIMITED = "rate_limited"  # 429, Twilio error 20429
 INVALID_NUMBER = "invalid_number"  # 400, Twilio error 21211
 SLOW = "slow"  # answers OK after `slow_seconds`: for client timeouts
-MODES = (OK, SERVER_ERROR, RATE_LIMITED, INVALID_NUMBER, SLOW)
+TWILIO_ERROR = "twilio_error"  # error_status with Twilio error error_code: see fail_with()
+MODES = (OK, SERVER_ERROR, RATE_LIMITED, INVALID_NUMBER, SLOW, TWILIO_ERROR)
+
+# Twilio's own messages for the error codes tests ask for (https://www.twilio.com/docs/api/errors).
+ERROR_MESSAGES = {
+    20003: "Authenticate",
+    20404: "The requested resource was not found",
+    21211: "The 'To' number is not a valid phone number.",
+    21212: "The 'From' number is not a valid phone number.",
+    21408: "Permission to send an SMS has not been enabled for the region indicated by the 'To'",
+    21606: "The 'From' phone number provided is not a valid message-capable Twilio phone number",
+    21610: "Attempt to send to unsubscribed recipient",
+    21611: "This 'From' number has exceeded the maximum number of queued messages",
+    21612: "The 'To' phone number is not currently reachable via SMS",
+    21614: "'To' number is not a valid mobile number",
+}
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json$")
 ACCOUNT_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<sid>[^/]+)\.json$")
@@ -56,6 +72,8 @@ class FakeTwilio:
         auth_token: str = "test-auth-token",
         phone_number: str = "+15005550006",
         slow_seconds: float = 2.0,
+        error_code: int = 21211,
+        error_status: int = 400,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}")
@@ -64,6 +82,8 @@ class FakeTwilio:
         self.auth_token = auth_token
         self.phone_number = phone_number
         self.slow_seconds = slow_seconds
+        self.error_code = error_code  # what mode TWILIO_ERROR answers
+        self.error_status = error_status
         self.requests: list[RecordedRequest] = []
         self._arrived = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
@@ -105,6 +125,10 @@ class FakeTwilio:
             "TWILIO_API_BASE_URL": self.base_url,
         }
 
+    def fail_with(self, code: int, status: int = 400) -> None:
+        """Answer every message request from now on with Twilio error `code`."""
+        self.mode, self.error_code, self.error_status = TWILIO_ERROR, code, status
+
     def wait_for_requests(self, count: int = 1, timeout: float = 5.0) -> list[RecordedRequest]:
         """Block until at least `count` requests arrived; AssertionError after `timeout`."""
         deadline = time.monotonic() + timeout
@@ -144,6 +168,9 @@ class FakeTwilio:
         to = request.form.get("To", "")
         if self.mode == INVALID_NUMBER:
             return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if self.mode == TWILIO_ERROR:
+            message = ERROR_MESSAGES.get(self.error_code, f"Twilio error {self.error_code}")
+            return _error(self.error_status, self.error_code, message)
         if self.mode == SLOW:
             time.sleep(self.slow_seconds)
         return 201, _message(self.account_sid, request.form)
@@ -174,7 +201,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and left (mode SLOW): nothing to answer any more
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass

@@ -132,3 +132,52 @@ def running_service(
         os.unlink(log_file.name)
         if own_data_dir:
             shutil.rmtree(own_data_dir, ignore_errors=True)
+
+
+def kill_hard(service: ServiceUrl) -> None:
+    """SIGKILL the runner and every process it started (a crash: no cleanup, no goodbye)."""
+    try:
+        os.killpg(service.process.pid, signal.SIGKILL)  # its own group: a new session
+    except ProcessLookupError:
+        pass
+    service.process.wait(10)
+
+
+def thread_count(pid: int) -> int:
+    """Threads of `pid` and of all its descendants (gunicorn forks its worker), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The command name is in parentheses and may hold spaces: the parent pid follows it.
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    total, waiting = 0, [pid]
+    while waiting:
+        current = waiting.pop()
+        try:
+            status = (Path("/proc") / str(current) / "status").read_text()
+        except OSError:
+            continue
+        total += int(status.split("Threads:", 1)[1].split()[0])
+        waiting.extend(children.get(current, []))
+    return total
+
+
+def run_command(
+    env: Mapping[str, str], *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess:
+    """Run `python local_runner.py <args>` once (e.g. "sweep") with only these settings."""
+    env = dict(env)
+    data_dir = env.get("DATA_DIR") or tempfile.mkdtemp(prefix="runner-data-")
+    return subprocess.run(
+        [sys.executable, "local_runner.py", *args],
+        cwd=ROOT,
+        env=_child_env(env, data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,5 +1,6 @@
 """A real SMTP server for tests (aiosmtpd in a thread on 127.0.0.1, free port) that keeps what
-it receives and can be told at any time to accept, defer (4xx) or refuse (5xx).
+it receives and can be told at any time to accept, defer (4xx) or refuse (5xx) at any stage:
+the greeting, MAIL FROM, RCPT TO or DATA.
 
     with SmtpServer() as server:
         settings = load_settings({**server.env(), "DATA_DIR": ...})
@@ -10,6 +11,7 @@ it receives and can be told at any time to accept, defer (4xx) or refuse (5xx).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import datetime
 import functools
@@ -29,19 +31,32 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 ACCEPT = "accept"
 TEMPFAIL = "tempfail"  # 4xx at RCPT TO: smtplib raises SMTPRecipientsRefused
 REJECT = "reject"  # 5xx at RCPT TO: smtplib raises SMTPRecipientsRefused
 TEMPFAIL_DATA = "tempfail_data"  # 4xx after the message: smtplib raises SMTPDataError
 REJECT_DATA = "reject_data"  # 5xx after the message: smtplib raises SMTPDataError
+REFUSE_GREETING = "refuse_greeting"  # 554 instead of 220: smtplib raises SMTPConnectError
+REFUSE_SENDER = "refuse_sender"  # 553 at MAIL FROM: smtplib raises SMTPSenderRefused
+QUOTA_MAIL = "quota_mail"  # Gmail's daily quota reply at MAIL FROM: SMTPSenderRefused
+QUOTA_DATA = "quota_data"  # the same reply after the message: SMTPDataError
+RELAY_DENIED = "relay_denied"  # 5xx at RCPT TO that blames the client, not the recipient
 REPLIES = {
     TEMPFAIL: "451 4.3.0 try later",
     REJECT: "550 5.1.1 no such user",
     TEMPFAIL_DATA: "451 4.3.0 try later",
     REJECT_DATA: "554 5.6.0 message content rejected",
+    REFUSE_GREETING: "554 5.7.1 Client host [127.0.0.1] blocked using zen.spamhaus.org",
+    REFUSE_SENDER: "553 5.7.1 sender not allowed",
+    QUOTA_MAIL: "550 5.4.5 Daily user sending quota exceeded.",
+    QUOTA_DATA: "550 5.4.5 Daily user sending quota exceeded.",
+    RELAY_DENIED: "554 5.7.1 Relay access denied",
 }
+MAIL_FROM_MODES = (REFUSE_SENDER, QUOTA_MAIL)
+RCPT_MODES = (TEMPFAIL, REJECT, RELAY_DENIED)
+DATA_MODES = (TEMPFAIL_DATA, REJECT_DATA, QUOTA_DATA)
 MODES = (ACCEPT, *REPLIES)
 
 
@@ -76,6 +91,8 @@ class SmtpServer:
         self.tls = tls
         self.messages: list[ReceivedMail] = []
         self.logins: list[str] = []  # user names that authenticated successfully
+        # A slow server: each DATA waits this long before its reply (and before it counts).
+        self.delay_seconds = 0.0
         self._arrived = threading.Condition()
         self._controller: _Controller | None = None
         self.host = "127.0.0.1"
@@ -174,14 +191,24 @@ class _Handler:
     def __init__(self, server: SmtpServer):
         self.server = server
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        if self.server.mode in MAIL_FROM_MODES:
+            return REPLIES[self.server.mode]
+        # A handle_MAIL hook takes over what aiosmtpd does by default.
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
-        if self.server.mode in (TEMPFAIL, REJECT):
+        if self.server.mode in RCPT_MODES:
             return REPLIES[self.server.mode]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        if self.server.mode in (TEMPFAIL_DATA, REJECT_DATA):
+        if self.server.delay_seconds:
+            await asyncio.sleep(self.server.delay_seconds)
+        if self.server.mode in DATA_MODES:
             return REPLIES[self.server.mode]
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
@@ -190,6 +217,19 @@ class _Handler:
         mail_from = envelope.mail_from or ""
         self.server._received(ReceivedMail(message, mail_from, list(envelope.rcpt_tos), raw))
         return "250 2.0.0 Message accepted for delivery"
+
+
+class _Smtp(SMTP):
+    """aiosmtpd's SMTP session, able to refuse the client in its greeting (no hook for that)."""
+
+    async def _handle_client(self) -> None:
+        handler: _Handler = self.event_handler
+        if handler.server.mode != REFUSE_GREETING:
+            await super()._handle_client()
+            return
+        await self.push(REPLIES[REFUSE_GREETING])
+        if self.transport is not None:
+            self.transport.close()
 
 
 class _Controller(Controller):
@@ -204,7 +244,7 @@ class _Controller(Controller):
         # Plain AUTH is deliberate on a loopback test server; aiosmtpd warns at every connection.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Requiring AUTH while not requiring TLS")
-            return super().factory()
+            return _Smtp(self.handler, **self.SMTP_kwargs)
 
     def _create_server(self):
         return self.loop.create_server(

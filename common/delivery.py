@@ -1,0 +1,278 @@
+"""Delivering one notification: claim it, send it, record the outcome under the claim.
+
+Every claim carries a fresh token, and every outcome write is guarded by it (fencing): a
+worker whose claim was taken over (its lease expired and the sweep or another worker took the
+notification) records nothing, logs `event=lease_lost`, and reports no success. While a send is
+in flight, a LeaseKeeper renews the lease every third of LEASE_SECONDS, so a slow provider
+never lets a healthy worker's claim expire, and a dead worker's claim expires within one lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+from common.channels.base import Channel, DeliveryResult, Outcome
+from common.config import Settings
+from common.errors import Unavailable
+from common.model import SENT, Notification, retry_delay
+from common.queue.base import NotificationQueue, QueueUnavailable
+from common.store.base import NotificationStore
+
+log = logging.getLogger("notifications")
+
+SKIPPED = "skipped"
+LEASE_LOST = "lease_lost"
+RETRY_SCHEDULED = "retry_scheduled"
+FAILED_PERMANENTLY = "failed_permanently"
+OUTCOME_RETRY_PAUSE = 0.2  # seconds between tries to store an outcome while the store is out
+
+
+class LeaseKeeper:
+    """One thread per process that renews the leases of the sends in flight."""
+
+    def __init__(
+        self, store: NotificationStore, lease_seconds: float, clock: Callable[[], datetime]
+    ):
+        self.store = store
+        self.lease = timedelta(seconds=lease_seconds)
+        self.interval = lease_seconds / 3
+        self.clock = clock
+        self._held: dict[tuple[str, str], threading.Event] = {}  # (id, token) -> lost
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, notification_id: str, token: str) -> Iterator[threading.Event]:
+        """Renew this claim until the block ends; the event is set if the claim was lost."""
+        lost = threading.Event()
+        with self._lock:
+            self._held[(notification_id, token)] = lost
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+                self._thread.start()
+        try:
+            yield lost
+        finally:
+            with self._lock:
+                self._held.pop((notification_id, token), None)
+
+    def _run(self) -> None:
+        pause = threading.Event()  # never set: a plain interruptible sleep
+        while not pause.wait(self.interval):
+            with self._lock:
+                held = list(self._held.items())
+            for (notification_id, token), lost in held:
+                self._renew(notification_id, token, lost)
+
+    def _renew(self, notification_id: str, token: str, lost: threading.Event) -> None:
+        try:
+            kept = self.store.extend_lease(notification_id, token, self.clock() + self.lease)
+        except Exception as error:  # noqa: BLE001 - the store is down: try again next round
+            log.warning(
+                "notification=%s event=lease_renewal_failed error=%s", notification_id, error
+            )
+            return
+        with self._lock:
+            still_sending = (notification_id, token) in self._held
+        if not kept and still_sending and not lost.is_set():
+            lost.set()
+            log.warning("notification=%s event=lease_lost during=send", notification_id)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        settings: Settings,
+        store: NotificationStore,
+        queue: NotificationQueue,
+        channels: Mapping[str, Channel],
+        clock: Callable[[], datetime],
+    ):
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self.channels = channels
+        self.clock = clock
+        self.leases = LeaseKeeper(store, settings.lease_seconds, clock)
+        self._stored_only_types = [t for t, c in channels.items() if c.stored_only]
+        self._random = random.Random()
+
+    def deliver(self, notification_id: str) -> str:
+        """Deliver one queued notification and store the outcome; returns what happened.
+
+        Idempotent: a notification already sent, held by another worker or waiting for its
+        retry time is left alone, so a duplicated message does nothing.
+        """
+        if self._stored_only_types and self._deliver_in_place(notification_id):
+            return SENT
+        now = self.clock()
+        token = uuid.uuid4().hex
+        lease_until = now + timedelta(seconds=self.settings.lease_seconds)
+        notification = self.store.claim(notification_id, now, lease_until, token)
+        if notification is None:
+            current = self.store.get(notification_id)
+            status = current.status if current else "unknown"
+            log.info("notification=%s event=skipped status=%s", notification_id, status)
+            return SKIPPED
+        with self.leases.holding(notification.id, token):
+            result = self._send(notification)
+            return self._record(notification, token, result)
+
+    def _record(self, notification: Notification, token: str, result: DeliveryResult) -> str:
+        """Store the outcome; a store outage is waited out (up to one lease) rather than
+        dropped, since a dropped outcome means the notification is sent a second time."""
+        if result.setup_problem:
+            log.warning(
+                "notification=%s event=provider_setup_problem type=%s error=%s",
+                notification.id,
+                notification.notification_type,
+                result.detail,
+            )
+        deadline = time.monotonic() + self.settings.lease_seconds
+        while True:
+            try:
+                return self._record_once(notification, token, result)
+            except Unavailable as error:
+                if time.monotonic() >= deadline:
+                    log.error(
+                        "notification=%s event=outcome_not_stored error=%s",
+                        notification.id,
+                        error.message,
+                    )
+                    raise
+                log.warning(
+                    "notification=%s event=outcome_write_retry error=%s",
+                    notification.id,
+                    error.message,
+                )
+                time.sleep(OUTCOME_RETRY_PAUSE)
+
+    def _record_once(self, notification: Notification, token: str, result: DeliveryResult) -> str:
+        if result.outcome is Outcome.SENT:
+            return self._record_sent(notification, token, result)
+        if (
+            result.outcome is Outcome.TRANSIENT
+            and notification.retry_count < notification.max_retries
+        ):
+            return self._schedule_retry(notification, token, result)
+        return self._fail_permanently(notification, token, result)
+
+    def _deliver_in_place(self, notification_id: str) -> bool:
+        """An in-app notification is delivered by being marked sent: one atomic write.
+
+        False when it is of another type or not waiting (sent, held by a worker, retrying):
+        the normal claim then decides.
+        """
+        delivered = self.store.deliver_in_place(
+            notification_id, self._stored_only_types, self.clock()
+        )
+        if delivered is not None:
+            log.info(
+                "notification=%s event=sent type=%s attempt=%d detail=stored in-app",
+                notification_id,
+                delivered.notification_type,
+                delivered.retry_count + 1,
+            )
+        return delivered is not None
+
+    def _send(self, notification: Notification) -> DeliveryResult:
+        channel = self.channels[notification.notification_type]
+        try:
+            return channel.deliver(notification)
+        except Exception as error:  # a channel bug must not lose the notification
+            log.exception("notification=%s event=channel_error", notification.id)
+            return DeliveryResult.transient(f"unexpected error: {error!r}")
+
+    def _lease_lost(self, notification: Notification, outcome: str, detail: str) -> str:
+        log.warning(
+            "notification=%s event=lease_lost attempt=%d outcome_not_recorded=%s detail=%s",
+            notification.id,
+            notification.attempts,
+            outcome,
+            detail,
+        )
+        return LEASE_LOST
+
+    def _record_sent(self, notification: Notification, token: str, result: DeliveryResult) -> str:
+        if self.store.record_sent(notification.id, token, self.clock()) is None:
+            return self._lease_lost(notification, SENT, result.detail)
+        log.info(
+            "notification=%s event=sent type=%s attempt=%d detail=%s",
+            notification.id,
+            notification.notification_type,
+            notification.attempts,
+            result.detail,
+        )
+        return SENT
+
+    def _schedule_retry(
+        self, notification: Notification, token: str, result: DeliveryResult
+    ) -> str:
+        now = self.clock()
+        retry_count = notification.retry_count + 1
+        delay = retry_delay(
+            retry_count,
+            self.settings.retry_schedule,
+            self.settings.retry_jitter,
+            self._random.uniform(-1, 1),
+        )
+        next_time = now + delay
+        recorded = self.store.schedule_retry(
+            notification.id, token, now, retry_count, next_time, result.detail
+        )
+        if recorded is None:
+            return self._lease_lost(notification, RETRY_SCHEDULED, result.detail)
+        log.warning(
+            "notification=%s event=retry_scheduled retry=%d/%d at=%s error=%s",
+            notification.id,
+            retry_count,
+            notification.max_retries,
+            next_time.isoformat(),
+            result.detail,
+        )
+        return RETRY_SCHEDULED
+
+    def _fail_permanently(
+        self, notification: Notification, token: str, result: DeliveryResult
+    ) -> str:
+        failed = self.store.fail(notification.id, token, self.clock(), result.detail)
+        if failed is None:
+            return self._lease_lost(notification, FAILED_PERMANENTLY, result.detail)
+        log.error(
+            "notification=%s event=failed_permanently retries=%d error=%s",
+            notification.id,
+            notification.retry_count,
+            result.detail,
+        )
+        publish_dead_letter(self.store, self.queue, failed, self.clock)
+        return FAILED_PERMANENTLY
+
+
+def publish_dead_letter(
+    store: NotificationStore,
+    queue: NotificationQueue,
+    failed: Notification,
+    clock: Callable[[], datetime],
+) -> bool:
+    """Copy a failed notification to the dead-letter queue and note that it is there.
+
+    When the broker is down the note stays unset, and the sweep publishes the copy later:
+    every failed notification reaches the dead-letter queue at least once."""
+    copy = {**failed.to_dict(), "dead_letter_reason": f"failed permanently: {failed.last_error}"}
+    try:
+        queue.publish_dead_letter(copy)
+    except QueueUnavailable as error:
+        log.error("notification=%s event=dead_letter_deferred error=%s", failed.id, error)
+        return False
+    try:
+        store.mark_dead_lettered([failed.id], clock())
+    except Unavailable as error:  # the copy is out; the sweep may publish a second one
+        log.warning("notification=%s event=dead_letter_unmarked error=%s", failed.id, error)
+    return True

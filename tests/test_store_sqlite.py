@@ -1,0 +1,73 @@
+"""What only the embedded SQLite store has to get right: a file locked by another process,
+a file deleted under the running service, and a file written by an older version."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from common.errors import StoreUnavailable
+from common.model import Notification
+from common.store.sqlite import FILE_CHECK_INTERVAL, SqliteStore
+
+
+def note(**extra) -> Notification:
+    return Notification(user_id="u1", notification_type="in_app", message="hi", **extra)
+
+
+def test_a_locked_file_is_refused_within_the_timeout_not_after_a_minute(tmp_path):
+    store = SqliteStore(tmp_path / "n.db", timeout=0.5)
+    other = sqlite3.connect(tmp_path / "n.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the file
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as caught:
+            store.add(note())
+        assert time.monotonic() - started < 1.5 and "locked" in caught.value.message
+        with pytest.raises(StoreUnavailable):
+            store.add_many([note(), note()])
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    kept = note()
+    store.add(kept)  # works again once the lock is gone
+    assert store.get(kept.id) is not None
+
+
+def test_a_file_deleted_under_the_service_is_detected_not_written_into_the_void(tmp_path):
+    path = tmp_path / "n.db"
+    store = SqliteStore(path)
+    store.add(note())
+    for leftover in tmp_path.glob("n.db*"):
+        leftover.unlink()
+    time.sleep(FILE_CHECK_INTERVAL + 0.1)
+    with pytest.raises(StoreUnavailable) as caught:
+        store.add(note())
+    assert "removed or replaced" in caught.value.message
+    with pytest.raises(StoreUnavailable):
+        store.ping()  # readiness fails too
+    assert not path.exists()  # nothing was written anywhere
+
+
+def test_a_file_from_an_older_version_gains_the_new_columns(tmp_path):
+    path = tmp_path / "n.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """CREATE TABLE notifications (
+            id TEXT PRIMARY KEY, user_id TEXT NOT NULL, notification_type TEXT NOT NULL,
+            message TEXT NOT NULL, email TEXT, phone TEXT, subject TEXT, status TEXT NOT NULL,
+            retry_count INTEGER NOT NULL DEFAULT 0, max_retries INTEGER NOT NULL DEFAULT 5,
+            last_error TEXT, next_retry_time INTEGER, lease_until INTEGER,
+            created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, sent_at INTEGER);
+        INSERT INTO notifications VALUES
+            ('gave-up', 'u1', 'in_app', 'm', NULL, NULL, NULL, 'failed_permanently',
+             5, 5, 'e', NULL, NULL, 1000, 2000, NULL);"""
+    )
+    old.close()
+    store = SqliteStore(path)
+    migrated = store.get("gave-up")
+    assert migrated.attempts == 0 and migrated.claim_token is None
+    # Its dead-letter copy was tried by the older version: not published a second time.
+    assert migrated.dead_lettered_at is not None and store.dead_letters_due() == []
