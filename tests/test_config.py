@@ -76,3 +76,30 @@ def test_every_setting_is_documented_in_env_example():
     example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
     missing = [f.name.upper() for f in fields(Settings) if f"# {f.name.upper()}=" not in example]
     assert missing == []
+
+
+def test_the_seeds_sample_env_works_unchanged():
+    """The seed's own `.env` (shared/seed-notification-service.md): a Gmail login alone means
+    Gmail's SMTP server with STARTTLS, and its SECRET_KEY signs the web forms."""
+    seed_env = {
+        "SECRET_KEY": "5f3523797c241b77a8a0b8c1a6b5851f4b1d5f33d81a8e4b",
+        "FLASK_DEBUG": "true",
+        "MONGO_URI": "mongodb+srv://<username>:<password>@cluster0.jhdxcyy.mongodb.net/flaskdb"
+        "?retryWrites=true&w=majority&appName=Cluster0",
+        "MAIL_USERNAME": "your.email@gmail.com",
+        "MAIL_PASSWORD": "your_app_password",
+        "TWILIO_SID": "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "TWILIO_AUTH_TOKEN": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "TWILIO_PHONE_NUMBER": "+1234567890",
+        "RABBITMQ_URL": "amqp://guest:guest@localhost:5672/%2F",
+    }
+    settings = load_settings(seed_env)
+    assert (settings.mail_server, settings.mail_port, settings.mail_use_tls) == (
+        "smtp.gmail.com",
+        587,
+        True,
+    )
+    assert settings.sender_address == "your.email@gmail.com"
+    assert settings.csrf_secret == seed_env["SECRET_KEY"]
+    # A CSRF_SECRET of its own still wins over the seed's name for it.
+    assert load_settings({**seed_env, "CSRF_SECRET": "own"}).csrf_secret == "own"
