@@ -60,6 +60,7 @@ class Settings:
     prefetch_count: int = 32
     delivery_workers: int = 8
     port: int = 8080
+    max_request_bytes: int = 1_048_576
     log_level: str = "INFO"
     csrf_secret: str | None = None
 
@@ -81,12 +82,29 @@ class Settings:
 
 
 def _mask(name: str, value: str) -> str:
-    if name in {"mongo_uri", "rabbitmq_url"}:
-        parsed = urlparse(value)
-        if parsed.password:
-            return value.replace(f":{parsed.password}@", ":****@", 1)
+    """A URL keeps its scheme, host and path; its password, or a token given as the user
+    name (as for `amqps://TOKEN@host/vh`), becomes ****. Anything else is hidden whole."""
+    if name not in {"mongo_uri", "rabbitmq_url"}:
+        return "****"
+    scheme, separator, rest = value.partition("://")
+    authority_end = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
+    credentials, at, host = rest[:authority_end].rpartition("@")
+    if not separator or not at:
         return value
-    return "****"
+    user, colon, _password = credentials.partition(":")
+    shown = f"{user}:****" if colon else "****"
+    return f"{scheme}://{shown}@{host}{rest[authority_end:]}"
+
+
+def _pika_accepts(url: str) -> bool:
+    """The broker client's own parse, at start-up rather than at the first publish."""
+    import pika  # only where an AMQP URL is configured
+
+    try:
+        pika.URLParameters(url)
+    except Exception:  # noqa: BLE001 - whatever it raises, the URL is unusable
+        return False
+    return True
 
 
 class _Reader:
@@ -149,10 +167,25 @@ class _Reader:
         raw = self.text(name)
         if raw is None:
             return None
-        parsed = urlparse(raw)
+        wanted = " or ".join(f"{s}://" for s in schemes)
+        problem = f"{name} must be a URL starting with {wanted} and naming a host"
+        try:
+            parsed = urlparse(raw)
+            parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parsed = None
+        if parsed is None or any(char.isspace() for char in raw):
+            # The message never repeats the URL: it may hold a password.
+            self.problems.append(f"{problem}; it is not a well-formed URL")
+            return None
         if parsed.scheme not in schemes or not (parsed.hostname or parsed.netloc):
-            wanted = " or ".join(f"{s}://" for s in schemes)
-            self.problems.append(f"{name} must be a URL starting with {wanted} and naming a host")
+            self.problems.append(problem)
+            return None
+        if parsed.scheme in {"amqp", "amqps"} and parsed.username and parsed.password is None:
+            self.problems.append(f"{name} names a user without a password: use user:password@")
+            return None
+        if parsed.scheme in {"amqp", "amqps"} and not _pika_accepts(raw):
+            self.problems.append(f"{name} is not a URL the AMQP client can use (check its query)")
             return None
         return raw
 
@@ -194,6 +227,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         prefetch_count=read.number("PREFETCH_COUNT", 32, minimum=1, maximum=65535),
         delivery_workers=read.number("DELIVERY_WORKERS", 8, minimum=1, maximum=256),
         port=read.number("PORT", 8080, minimum=1, maximum=65535),
+        max_request_bytes=read.number("MAX_REQUEST_BYTES", 1_048_576, minimum=1024),
         log_level=(read.text("LOG_LEVEL", "INFO") or "INFO").upper(),
         # The seed's SECRET_KEY signs what CSRF_SECRET would, so its .env keeps working.
         csrf_secret=read.text("CSRF_SECRET") or read.text("SECRET_KEY"),

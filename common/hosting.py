@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
 from common.events import delivery_event
-from common.http import error_response
+from common.http import error_response, method_not_allowed
 from common.model import utcnow
 from common.queue.base import StopSignal
 from common.queue.memory import MemoryQueue
@@ -86,9 +86,8 @@ class FunctionRouter:
         try:
             target, _ = adapter.match()
         except MethodNotAllowed as error:
-            allowed = ", ".join(sorted(error.valid_methods or []))
-            response = error_response(405, f"method not allowed here; use {allowed}")
-            return response(environ, start_response)
+            method = environ.get("REQUEST_METHOD", "")
+            return method_not_allowed(method, error.valid_methods)(environ, start_response)
         except NotFound:
             path = environ.get("PATH_INFO", "")
             return error_response(404, f"no route for {path}")(environ, start_response)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 import flask
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 
 from common.errors import ServiceError, Unavailable, UnsupportedMediaType, ValidationError
+from common.runtime import get_service
 
 log = logging.getLogger("notifications.http")
 
@@ -43,18 +45,88 @@ def error_response(status: int, message: str, fields: dict | None = None) -> fla
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 
 
+# Routes whose bodies may be this many times MAX_REQUEST_BYTES (a batch holds many sends).
+BODY_LIMIT_FACTORS = {"/notifications/batch": 8}
+# Deeper JSON is refused before anything walks it: no request needs it, and Python's own
+# recursion would otherwise end in a RecursionError (a 500) somewhere past ~1000 levels.
+MAX_JSON_DEPTH = 32
+JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+JSON_BRACKET = re.compile(r"[\[\]{}]")
+# The environ key where `Router.dispatch` leaves the rule that matched, for `body_limit`.
+ROUTE_KEY = "notifications.route"
+
+
+class PayloadTooLarge(ServiceError):
+    """The body is over MAX_REQUEST_BYTES (or the batch endpoint's larger limit)."""
+
+    http_status = 413
+
+
+def body_limit(request: flask.Request) -> int:
+    """The most bytes this request's body may have (MAX_REQUEST_BYTES, more for a batch)."""
+    rule = request.environ.get(ROUTE_KEY, "")
+    return get_service().settings.max_request_bytes * BODY_LIMIT_FACTORS.get(rule, 1)
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit} bytes; send less at once")
+
+
+def refuse_an_oversized_body(request: flask.Request) -> None:
+    """Raise PayloadTooLarge for a declared Content-Length over the limit, before any of the
+    body is read; a chunked body is capped by werkzeug while it is read."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.content_length == 0 or (request.content_length is None and not chunked):
+        return  # no body: nothing to limit (and no settings to look up for a GET)
+    limit = body_limit(request)
+    request.max_content_length = limit
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+
+
+def json_depth_problem(text: str) -> str | None:
+    """Why `text` nests too deeply to be parsed, or None: brackets outside strings, counted
+    in one pass with no recursion."""
+    depth = 0
+    for match in JSON_BRACKET.finditer(JSON_STRING.sub("", text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return f"the JSON is nested more than {MAX_JSON_DEPTH} levels deep"
+    return None
+
+
 def read_json(request: flask.Request) -> Any:
-    """The request body as JSON, or an error that says why it is not."""
+    """The request body as JSON, or an error that says why it is not.
+
+    A body over the limit is refused before it is read: by its Content-Length, or, sent in
+    chunks without one, after reading at most one byte more than the limit."""
     if request.mimetype in FORM_CONTENT_TYPES:
         raise UnsupportedMediaType(
             f"the body is {request.mimetype}; send JSON with Content-Type: application/json"
         )
-    raw = request.get_data(cache=True)
+    limit = body_limit(request)
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise too_large(limit)
+        raw = request.get_data(cache=True)
+    else:
+        # werkzeug's stream stops at request.max_content_length (set by the Router) and raises
+        # RequestEntityTooLarge on the byte past it; without a Router, the length tells.
+        raw = request.stream.read(limit + 1)
+        if len(raw) > limit or (len(raw) == limit and request.stream.read(1)):
+            raise too_large(limit)
     if not raw.strip():
         raise ValidationError("the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError("the request body is not valid JSON") from None
+    problem = json_depth_problem(text)
+    if problem:
+        raise ValidationError(problem)
+    try:
+        return json.loads(text)
+    except ValueError:
         raise ValidationError("the request body is not valid JSON") from None
 
 
@@ -70,6 +142,11 @@ def guarded(view: View) -> View:
             return json_response(error.to_dict(), error.http_status)
         except ServiceError as error:
             return json_response(error.to_dict(), error.http_status)
+        except RequestEntityTooLarge:  # werkzeug's cap on a chunked body, met while reading it
+            return json_response(too_large(body_limit(flask.request)).to_dict(), 413)
+        except HTTPException as error:  # werkzeug refused the request while reading it
+            status = error.code or 400
+            return error_response(status, error.description or "the request was refused")
         except Exception:
             log.exception("event=unhandled_error view=%s", view.__name__)
             return error_response(500, "internal error; the details are in the service log")
@@ -109,11 +186,17 @@ class Route:
 class Router:
     """Path and method dispatch for one function, with JSON 404/405 replies."""
 
-    def __init__(self, not_found: Callable[[], flask.Response] | None = None) -> None:
-        """`not_found` makes the reply for every path no route matches (default: JSON 404)."""
+    def __init__(
+        self,
+        not_found: Callable[[], flask.Response] | None = None,
+        too_large: Callable[[str], flask.Response] | None = None,
+    ) -> None:
+        """`not_found` makes the reply for every path no route matches (default: JSON 404);
+        `too_large` the reply, given its message, for a body over the limit (default: JSON)."""
         self.routes: list[Route] = []
         self.url_map = Map(strict_slashes=False, merge_slashes=False)
         self.not_found = not_found or (lambda: error_response(404, "no route for this path"))
+        self.too_large = too_large or (lambda message: error_response(413, message))
         _answer_unroutable_paths_with(self.not_found)
 
     def route(self, rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]:
@@ -132,8 +215,31 @@ class Router:
         try:
             endpoint, arguments = adapter.match()
         except MethodNotAllowed as error:
-            allowed = ", ".join(sorted(error.valid_methods or []))
-            return error_response(405, f"method {request.method} not allowed here; use {allowed}")
+            return method_not_allowed(request.method, error.valid_methods)
         except NotFound:
             return self.not_found()
-        return self.routes[endpoint].view(request, **arguments)
+        route = self.routes[endpoint]
+        request.environ[ROUTE_KEY] = route.rule
+        try:
+            refuse_an_oversized_body(request)
+        except PayloadTooLarge as error:
+            return without_draining(self.too_large(error.message))
+        except ServiceError as error:  # the service (its settings) could not be reached
+            return json_response(error.to_dict(), error.http_status)
+        response = route.view(request, **arguments)
+        return without_draining(response) if response.status_code == 413 else response
+
+
+def without_draining(response: flask.Response) -> flask.Response:
+    """functions-framework reads the whole body after every reply that is not streamed; a
+    refused body must stay unread, so the refusal is sent as a (one-piece) stream."""
+    response.response = iter(list(response.response))
+    return response
+
+
+def method_not_allowed(method: str, valid_methods: Any) -> flask.Response:
+    """405, with the Allow header RFC 9110 asks for: the methods this path does take."""
+    allowed = ", ".join(sorted(valid_methods or []))
+    response = error_response(405, f"method {method} not allowed here; use {allowed}")
+    response.headers["Allow"] = allowed
+    return response

@@ -6,6 +6,22 @@ import logging
 import sys
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# Everything str.splitlines() breaks a line at, written as its escape.
+LINE_BREAKS = {code: f"\\x{code:02x}" for code in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85)} | {
+    ord("\r"): "\\r",
+    ord("\n"): "\\n",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+class OneLineFormatter(logging.Formatter):
+    """Escapes line breaks in the message, so that no logged value (a provider's error, an
+    idempotency key, a path) can start a line that looks like a log line of its own. A
+    traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(LINE_BREAKS)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -13,7 +29,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_notification_service", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(OneLineFormatter(FORMAT))
         handler._notification_service = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)

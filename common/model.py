@@ -38,10 +38,14 @@ MAX_SUBJECT_LENGTH = 200
 MAX_EMAIL_LENGTH = 254
 
 USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@+\-]+$")
-# Deliberately simple: one @, no spaces, no control characters, a dot in the domain.
-# C0 and C1 control characters both: Python's \s also matches U+0085 (a C1), JSON Schema's not.
+# Deliberately simple: one @, no spaces, no control characters, a dot in the domain, and none
+# of the characters that make a display name, a comment, a list or a group (<>()[],;:"\), so
+# that the address stored is the SMTP envelope recipient and nothing else. C0 and C1 control
+# characters both: Python's \s also matches U+0085 (a C1), JSON Schema's not. openapi.json's
+# EmailAddress pattern is the same rule.
 EMAIL_PATTERN = re.compile(
-    r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+\.[^@\s\x00-\x1f\x7f-\x9f]+$"
+    r'^[^@\s\x00-\x1f\x7f-\x9f<>()\[\],;:"\\]+@[^@\s\x00-\x1f\x7f-\x9f<>()\[\],;:"\\]+'
+    r'\.[^@\s\x00-\x1f\x7f-\x9f<>()\[\],;:"\\]+$'
 )
 E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")
 ALLOWED_FIELDS = {"user_id", "notification_type", "type", "message", "email", "phone", "subject"}
@@ -181,6 +185,8 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
     if email is not None and "email" not in errors:
         if len(email) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.match(email):
             errors["email"] = "must be a valid email address"
+            if re.search(r'[<>()\[\],;:"\\]', email):
+                errors["email"] += ", the address alone: no name, comment or second address"
     if phone is not None and "phone" not in errors:
         phone = re.sub(r"[\s().\-]", "", phone)
         if not E164_PATTERN.match(phone):

@@ -16,10 +16,13 @@ from urllib.parse import quote, urlencode
 
 import flask
 import jinja2
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.exceptions import NotFound as NoSuchFile
 
 from common import web_csrf
-from common.errors import NotFound, ServiceError
+from common.errors import NotFound, ServiceError, ValidationError
+from common.http import body_limit
 from common.lifecycle import RETRYABLE_BY_HAND
 from common.model import (
     EMAIL,
@@ -35,6 +38,7 @@ from common.model import (
     TYPES,
 )
 from common.runtime import get_service
+from common.web_forms import MAX_FORM_FIELDS
 
 log = logging.getLogger("notifications.web")
 
@@ -133,8 +137,10 @@ def environment() -> jinja2.Environment:
 
 
 def _html(body: str, status: int) -> flask.Response:
+    """Every page, error pages included, carries the security headers."""
     response = flask.Response(body, status=status, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SECURITY_HEADERS)
     return response
 
 
@@ -159,6 +165,21 @@ def error_page(status: int, title: str, detail: str) -> flask.Response:
     return _html(body, status)
 
 
+def too_large_page(message: str) -> flask.Response:
+    return error_page(413, "Too much to send", f"Nothing was sent: {message}.")
+
+
+def read_form(request: flask.Request) -> MultiDict:
+    """The posted form, refused (400 or 413, never parsed without bound) when it has more
+    fields than any of our forms or more bytes than MAX_REQUEST_BYTES."""
+    request.max_form_parts = MAX_FORM_FIELDS  # multipart: werkzeug stops after this many
+    request.max_form_memory_size = body_limit(request)
+    form = request.form
+    if sum(len(values) for _, values in form.lists()) > MAX_FORM_FIELDS:
+        raise ValidationError(f"the form has more than {MAX_FORM_FIELDS} fields")
+    return form
+
+
 def redirect(location: str) -> flask.Response:
     """303: after a POST, the browser GETs the result, so reloading never posts again."""
     return flask.Response(status=303, headers={"Location": location})
@@ -181,6 +202,10 @@ def page(view: View) -> View:
             )
         except NotFound as error:
             response = error_page(404, "Not found", error.message)
+        except RequestEntityTooLarge:  # werkzeug's caps, met while reading the form
+            response = too_large_page("the form is larger than this service accepts")
+        except HTTPException as error:
+            response = error_page(error.code or 400, "Something went wrong", error.description)
         except ServiceError as error:
             response = error_page(error.http_status, "Something went wrong", error.message)
         except Exception:

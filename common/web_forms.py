@@ -42,6 +42,8 @@ MAX_LENGTHS = {
     "phone": 32,
     "subject": MAX_SUBJECT_LENGTH,
 }
+# Our forms have under ten fields: a post with more is refused before anything reads them.
+MAX_FORM_FIELDS = 100
 SUBMISSION_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 STALE_FORM = "This form was out of date, so nothing was sent. Check it and send it again."
 

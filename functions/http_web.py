@@ -15,11 +15,13 @@ from common.user_ids import user_id_problem
 from common.web import (
     error_page,
     page,
+    read_form,
     redirect,
     render,
     share_static_folder,
     static_file,
     stats_view,
+    too_large_page,
     user_url,
 )
 from common.web_forms import TYPE_CHOICES, SendForm
@@ -32,7 +34,10 @@ from common.web_listing import (
 
 require_valid_settings(accepts_notifications=True)
 share_static_folder()
-router = Router(not_found=lambda: error_page(404, "Not found", "There is no page here."))
+router = Router(
+    not_found=lambda: error_page(404, "Not found", "There is no page here."),
+    too_large=too_large_page,
+)
 
 
 def _verify_csrf(request) -> None:
@@ -74,8 +79,9 @@ def send_notification(request):
         prefill = {"user_id": sent.user_id, "type": sent.notification_type} if sent else None
         form = SendForm.blank(prefill or request.args)
         return _send_page(request, form, sent=sent, duplicate=bool(request.args.get("duplicate")))
+    posted = read_form(request)  # bounded before the CSRF check parses it
     _verify_csrf(request)
-    form = SendForm.from_post(request.form)
+    form = SendForm.from_post(posted)
     if form.has_errors:
         return _send_page(request, form, 400)
     try:
@@ -109,8 +115,9 @@ def user_notifications(request, user_id):
     query = ListingQuery.from_args(request.args)
     if request.method == "GET":
         return render_user_page(request, user_id, query)
+    posted = read_form(request)
     _verify_csrf(request)
-    notification_id = request.form.get("notification_id", "")
+    notification_id = posted.get("notification_id", "")
     try:
         retry_for_user(user_id, notification_id)
     except Conflict as error:

@@ -11,7 +11,12 @@ import ssl
 import pytest
 
 from common.channels.base import Outcome
-from common.channels.email import EmailChannel, build_message, classify_smtp_error
+from common.channels.email import (
+    EmailChannel,
+    InvalidMessage,
+    build_message,
+    classify_smtp_error,
+)
 from common.config import load_settings
 from common.model import EMAIL, Notification
 from tests.support.fixtures import unused_port
@@ -321,3 +326,113 @@ def test_build_message_keeps_display_names_out_of_the_message_id():
 
     assert message["From"] == "Shop <shop@example.com>"
     assert message["Message-ID"].endswith("@example.com>")
+
+
+INJECTED = b"Reply-To: x@evil.example"
+# Encoded-words that decode to a line break followed by a header and a body (CVE-2024-6923).
+ENCODED_WORD_INJECTIONS = {
+    "q-encoded CRLF": "=?utf-8?q?Hi=0D=0AReply-To:_x@evil.example=0D=0A=0D=0Ainjected_body?=",
+    "b-encoded CRLF": "=?UTF-8?B?SGkNClJlcGx5LVRvOiB4QGV2aWwuZXhhbXBsZQ0KDQppbmplY3RlZCBib2R5?=",
+    "bare LF": "=?utf-8?q?Hi=0AReply-To:_x@evil.example=0A=0Ainjected_body?=",
+    "bare CR": "=?utf-8?q?Hi=0DReply-To:_x@evil.example=0D=0Dinjected_body?=",
+    "folded encoded-word": "=?utf-8?q?Hi?=\r\n =?utf-8?q?=0D=0AReply-To:_x@evil.example?=\r\n"
+    " =?utf-8?q?=0D=0A=0D=0Ainjected_body?=",
+    "latin-1 NEL": "=?iso-8859-1?q?Hi=85Reply-To:_x@evil.example=85=85injected_body?=",
+    "nested encoded-word": "=?utf-8?q?=3D=3Futf-8=3Fq=3FHi=3D0D=3D0AReply-To:_x@evil.example"
+    "=3D0D=3D0A=3D0D=3D0Ainjected_body=3F=3D?=",
+}
+
+
+def header_lines(raw: bytes) -> list[bytes]:
+    """The raw header lines (continuations included) received, before the blank line."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    return head.split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "subject", ENCODED_WORD_INJECTIONS.values(), ids=ENCODED_WORD_INJECTIONS.keys()
+)
+def test_encoded_word_in_subject_adds_no_header_and_no_body(smtp_server, tmp_path, subject):
+    result = channel_for(smtp_server, tmp_path).deliver(email(subject=subject))
+
+    assert result.outcome is Outcome.SENT
+    (mail,) = smtp_server.wait_for_messages(1)
+    assert mail.rcpt_tos == ["alice@example.com"]
+    # Only CRLF pairs end lines: no bare CR or LF anywhere in what was received.
+    assert b"\r" not in mail.raw.replace(b"\r\n", b"")
+    assert b"\n" not in mail.raw.replace(b"\r\n", b"")
+    lines = header_lines(mail.raw)
+    assert not [line for line in lines if line.lower().startswith(b"reply-to:")]
+    assert len([line for line in lines if line.lower().startswith(b"subject:")]) == 1
+    assert b"injected" not in mail.raw.split(b"\r\n\r\n", 1)[1]
+    assert mail.message["Reply-To"] is None
+    assert "\r" not in mail.message["Subject"] and "\n" not in mail.message["Subject"]
+    assert mail.message["Subject"].startswith("Hi")
+    assert mail.message.get_content().strip() == "Your parcel has shipped."
+
+
+def test_subject_nested_too_deeply_is_permanent_and_sends_nothing(smtp_server, tmp_path):
+    subject = "=?utf-8?q?Hi=0D=0AReply-To:_x@evil.example?="
+    for _ in range(5):
+        subject = "=?utf-8?q?" + "".join(f"={byte:02X}" for byte in subject.encode()) + "?="
+
+    result = channel_for(smtp_server, tmp_path).deliver(email(subject=subject))
+
+    assert result.outcome is Outcome.PERMANENT
+    assert smtp_server.messages == []
+
+
+def test_decoded_subject_keeps_its_text(smtp_server, tmp_path):
+    subject = "Grüße =?iso-8859-1?q?caf=E9?= =?utf-8?b?5L2g5aW9?="
+
+    channel_for(smtp_server, tmp_path).deliver(email(subject=subject))
+
+    (mail,) = smtp_server.wait_for_messages(1)
+    assert mail.message["Subject"] == "Grüße café你好"  # RFC 2047: no space between words
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "victim<evil@evil.example>",
+        '"Alice" <alice@example.com>',
+        "alice@example.com (comment)",
+        "group: alice@example.com;",
+        "=?utf-8?q?a=3Cevil=3E?=@example.com",
+        "=?utf-8?q?a=0D=0ABcc:_evil@x.com?=@example.com",
+    ],
+)
+def test_address_that_is_not_the_bare_recipient_is_permanent(smtp_server, tmp_path, address):
+    result = channel_for(smtp_server, tmp_path).deliver(email(email=address))
+
+    assert result.outcome is Outcome.PERMANENT
+    assert "invalid email address" in result.detail
+    assert smtp_server.messages == []
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        "=?utf-8?q?Shop=0D=0AReply-To:_x@evil.example?= <shop@example.com>",
+        "=?utf-8?q?Shop=0AReply-To:_x@evil.example?= <shop@example.com>",
+        "=?utf-8?q?Shop=07?= <shop@example.com>",
+    ],
+)
+def test_sender_that_decodes_to_line_breaks_is_a_transient_setup_problem(
+    smtp_server, tmp_path, sender
+):
+    channel = channel_for(smtp_server, tmp_path, MAIL_DEFAULT_SENDER=sender)
+
+    result = channel.deliver(email())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.setup_problem
+    assert smtp_server.messages == []
+
+
+def test_serialized_headers_are_checked_should_a_subject_get_through(monkeypatch):
+    # Without the decoding, the last guard still refuses what would serialize as extra headers.
+    monkeypatch.setattr("common.channels.email.subject_text", lambda subject: subject)
+
+    with pytest.raises(InvalidMessage, match="serialize"):
+        build_message(email(subject=ENCODED_WORD_INJECTIONS["q-encoded CRLF"]), "s@example.com", "")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from common.config import load_settings
+from common.config import Settings, load_settings
 from common.errors import ConfigError
 
 
@@ -103,3 +103,39 @@ def test_the_seeds_sample_env_works_unchanged():
     assert settings.csrf_secret == seed_env["SECRET_KEY"]
     # A CSRF_SECRET of its own still wins over the seed's name for it.
     assert load_settings({**seed_env, "CSRF_SECRET": "own"}).csrf_secret == "own"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:hunter2@host:notaport/%2F",
+        "amqp://[::1",
+        "amqp://guest:hunter2@host:99999/%2F",
+        "amqp://guest:hunter2@my host/%2F",
+        "amqp://guest:hunter2@host/%2F?heartbeat=often",
+        "amqps://hunter2@host/vh",
+    ],
+)
+def test_a_malformed_rabbitmq_url_is_a_configuration_error_naming_it(url):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"RABBITMQ_URL": url})
+    message = str(caught.value)
+    assert "RABBITMQ_URL" in message and "hunter2" not in message
+
+
+def test_a_token_used_as_the_user_name_is_masked_like_a_password():
+    shown = Settings(
+        rabbitmq_url="amqps://SECRETTOKEN@host/vh",
+        mongo_uri="mongodb+srv://OTHERTOKEN@cluster.example/db?w=majority",
+    ).describe()
+    assert shown["RABBITMQ_URL"] == "amqps://****@host/vh"
+    assert shown["MONGO_URI"] == "mongodb+srv://****@cluster.example/db?w=majority"
+    settings = load_settings({"MONGO_URI": "mongodb://TOKEN3@db.example:27017/x"})
+    assert settings.describe()["MONGO_URI"] == "mongodb://****@db.example:27017/x"
+
+
+def test_max_request_bytes_is_read_and_bounded():
+    assert load_settings({}).max_request_bytes == 1_048_576
+    assert load_settings({"MAX_REQUEST_BYTES": "2048"}).max_request_bytes == 2048
+    with pytest.raises(ConfigError, match="MAX_REQUEST_BYTES"):
+        load_settings({"MAX_REQUEST_BYTES": "100"})

@@ -331,3 +331,146 @@ def test_listing_an_impossible_user_id_is_a_400_naming_user_id(client, user_id, 
 def test_listing_a_valid_user_id_with_every_allowed_character_is_a_200(client):
     reply = client.get(f"/users/{'A-z.0_9:@+' + 'u' * 118}/notifications")
     assert reply.status_code == 200 and reply.get_json()["notifications"] == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["victim<evil@evil.example>", '"Name" <a@b.co>', "a@b.co, c@d.co", "a@b.co (comment)"],
+)
+def test_an_address_that_is_not_bare_is_a_400_naming_email(client, service, address):
+    reply = post(client, "/notifications", json=valid("email", email=address))
+
+    assert reply.status_code == 400
+    assert set(reply.get_json()["fields"]) == {"email"}
+    assert service.stats()["total"] == 0
+
+
+def test_the_stored_email_is_the_address_sent(client):
+    reply = post(client, "/notifications", json=valid("email", email="ann+tag@example.com"))
+
+    stored = client.get(f"/notifications/{reply.get_json()['id']}").get_json()
+    assert stored["email"] == "ann+tag@example.com"
+
+
+# -- hardened input: body size, JSON depth, cursors, 405s -------------------------------------
+
+MIB = 1_048_576
+
+
+def test_a_body_over_max_request_bytes_is_a_413_with_a_json_error(client, service):
+    big = {**valid(), "message": "x" * MIB}
+    reply = post(client, "/notifications", json=big)
+    assert reply.status_code == 413
+    assert "larger than 1048576 bytes" in reply.get_json()["error"]
+
+
+def test_the_batch_endpoint_takes_up_to_eight_mib(client):
+    # 1.5 MiB passes the size check (the batch itself is then judged on its content) ...
+    reply = post(
+        client, "/notifications/batch", json=[{**valid(), "message": "x" * (3 * MIB // 2)}]
+    )
+    assert reply.status_code != 413
+    # ... and 8 MiB and more does not.
+    reply = post(client, "/notifications/batch", json=[{**valid(), "message": "x" * (8 * MIB)}])
+    assert reply.status_code == 413 and "8388608" in reply.get_json()["error"]
+
+
+def test_a_chunked_body_without_content_length_is_cut_at_the_limit(client):
+    import io
+
+    class Counting(io.BytesIO):
+        taken = 0
+
+        def read(self, size=-1):
+            data = super().read(size)
+            Counting.taken += len(data)
+            return data
+
+    body = b'{"message": "' + b"x" * (5 * MIB) + b'"}'
+    reply = client.post(
+        "/notifications",
+        input_stream=Counting(body),
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert reply.status_code == 413 and "error" in reply.get_json()
+    assert Counting.taken <= MIB + 65536  # never the whole 5 MiB
+
+
+def test_json_nested_too_deeply_is_a_400_naming_the_problem(client):
+    for depth in (33, 5000, 200_000):
+        reply = post(client, "/notifications", data="[" * depth + "]" * depth, headers=JSON_HEADERS)
+        assert reply.status_code == 400, depth
+        assert "nested" in reply.get_json()["error"]
+    # Brackets inside strings are not nesting.
+    reply = post(client, "/notifications", json=valid(message="[" * 500))
+    assert reply.status_code == 201
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _cursor(value) -> str:
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        _cursor(["99999-01-01T00:00:00+00:00", "x"]),
+        _cursor(["-0001-01-01T00:00:00", "x"]),
+        _cursor([12, "x"]),
+        _cursor([None, None]),
+        _cursor({"a": 1}),
+        _cursor(["2026-01-01T00:00:00+00:00"]),
+        _cursor("just text"),
+        "not base64 at all!!",
+        "%00%ff",
+    ],
+)
+def test_a_tampered_cursor_is_a_400(client, cursor):
+    reply = client.get(f"/users/u1/notifications?cursor={cursor}")
+    assert reply.status_code == 400
+    assert "cursor" in reply.get_json().get("fields", {})
+
+
+def test_every_405_names_the_allowed_methods_in_an_allow_header(client, router):
+    reply = client.delete("/notifications")  # refused by the runner's FunctionRouter
+    assert reply.status_code == 405 and reply.headers["Allow"] == "POST"
+    assert "error" in reply.get_json()
+    # A function's own Router answers the same when called without the runner in front.
+    alone = Client(router.apps["http_send"])
+    reply = alone.get("/notifications")
+    assert reply.status_code == 405 and reply.headers["Allow"] == "POST"
+
+
+def test_the_running_service_refuses_a_huge_declared_body_without_waiting_for_it():
+    import json
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    from tests.support.runner import running_service
+
+    with running_service() as base_url:
+        address = urlparse(base_url)
+        with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(
+                b"POST /notifications HTTP/1.1\r\nHost: localhost\r\n"
+                b'Content-Type: application/json\r\nContent-Length: 52428800\r\n\r\n{"user'
+            )
+            received = b""
+            while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            elapsed = time.monotonic() - started
+        head, _, body = received.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 413"), head
+        assert "error" in json.loads(body)
+        assert elapsed < 5

@@ -89,3 +89,40 @@ def test_retry_schedule_follows_the_seed_and_repeats_its_last_step():
         timedelta(seconds=s) for s in schedule
     ]
     assert retry_delay(9, schedule) == timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "victim<evil@evil.example>",
+        '"Name" <a@b.co>',
+        "Name <a@b.co>",
+        "a@b.co, c@d.co",
+        "a@b.co,c@d.co",
+        "a@b.co;c@d.co",
+        "a@b.co (comment)",
+        "a@b.co(comment)",
+        "(comment)a@b.co",
+        "group: a@b.co;",
+        "undisclosed-recipients:;@b.co",
+        '"a b"@b.co',
+        "a\\@b@c.co",
+        "a@[127.0.0.1].co",
+    ],
+)
+def test_an_address_with_a_name_comment_list_or_group_is_refused(address):
+    payload = {"user_id": "u", "notification_type": "email", "message": "m", "email": address}
+
+    errors = fields_of(payload)
+
+    assert set(errors) == {"email"}
+    assert "no name, comment or second address" in errors["email"]
+
+
+@pytest.mark.parametrize(
+    "address", ["a@b.co", "first.last+tag@sub.example.org", "bounce+x=y.com@a.io", "ü@bü.de"]
+)
+def test_a_bare_address_is_stored_exactly(address):
+    payload = {"user_id": "u", "notification_type": "email", "message": "m", "email": address}
+
+    assert validate_request(payload).email == address

@@ -496,3 +496,38 @@ def test_looking_up_an_impossible_user_id_says_why_beside_the_field(client):
     assert "A user id may contain only letters, digits and . _ : @ + -" in reply.text
     assert 'value="two words"' in reply.text  # what was typed is kept
     assert client.get("/users?user_id=+ann@x.org+").headers["Location"] == "/users/ann@x.org"
+
+
+# -- hardened input: error pages carry the headers, forms are bounded ----------------------------
+
+
+def test_every_error_page_carries_the_security_headers(client):
+    from common.web import SECURITY_HEADERS
+
+    for path in ("/no-such-page", "/static/nothing.css", "/users/%0A", "/a%0Ab"):
+        reply = client.get(path)
+        assert reply.status_code in (400, 404) and reply.mimetype == "text/html", path
+        for name, value in SECURITY_HEADERS.items():
+            assert reply.headers.get(name) == value, (path, name)
+
+
+def test_a_form_with_too_many_fields_is_a_400_page_and_sends_nothing(client, service):
+    hidden = form_fields(client.get("/send-notification").text)
+    data = {"user_id": "alice", "notification_type": "in_app", "message": "hi", **hidden}
+    data.update({f"extra{i}": "x" for i in range(150)})
+    reply = client.post("/send-notification", data=data)
+    assert reply.status_code == 400 and "more than 100 fields" in reply.text
+    assert "Content-Security-Policy" in reply.headers
+    multipart = {**data, "file": (__import__("io").BytesIO(b"x"), "f.txt")}
+    reply = client.post("/send-notification", data=multipart)
+    assert reply.status_code in (400, 413) and reply.mimetype == "text/html"
+    assert count(service) == 0
+
+
+def test_a_form_over_max_request_bytes_is_a_413_page(client, service):
+    hidden = form_fields(client.get("/send-notification").text)
+    data = {"user_id": "alice", "notification_type": "in_app", "message": "x" * 2_000_000}
+    reply = client.post("/send-notification", data={**data, **hidden})
+    assert reply.status_code == 413 and reply.mimetype == "text/html"
+    assert "Content-Security-Policy" in reply.headers
+    assert count(service) == 0

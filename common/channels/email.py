@@ -4,11 +4,13 @@ transient (retry) or permanent (give up) from the stage it happened at and the s
 from __future__ import annotations
 
 import dataclasses
+import email.policy
 import re
 import smtplib
 import socket
 import ssl
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 from email.utils import formatdate, parseaddr
 
 from common.channels.base import Channel, DeliveryResult
@@ -72,15 +74,27 @@ MESSAGE_TOO_BIG_STATUS = "5.3.4"
 MESSAGE_REFUSED_CODES = frozenset({550, 552, 554})
 ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
+SUBJECT_POLICY = email.policy.default
+# An encoded-word may decode to another: a subject nested deeper than this is refused.
+MAX_SUBJECT_DECODINGS = 4
+# Control characters (C0, C1), unpaired surrogates and the line and paragraph separators.
+CONTROLS_TO_SPACES = {
+    code: " " for code in [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000), 0x2028, 0x2029]
+}
+
 
 class InvalidMessage(ValueError):
     """The notification cannot become a well-formed email: retrying cannot help."""
 
 
 def build_message(notification: Notification, sender: str, default_subject: str) -> EmailMessage:
-    """The notification as an email; raise InvalidMessage for a missing or malformed address.
+    """The notification as an email; raise InvalidMessage for a missing or malformed address
+    or subject, ValueError for a sender that cannot be used.
 
-    EmailMessage (policy.default) refuses CR/LF in any header value, so no input can add headers.
+    EmailMessage refuses CR/LF in a header value, but it decodes RFC 2047 encoded-words, and
+    before Python 3.11.10 and 3.12.5 (CVE-2024-6923) writes a CR/LF decoded from one back out
+    raw, which starts a header or a body of the sender's choosing. So each value is set as the
+    text the parser reads back, and the serialized headers are checked against those set.
     """
     if not notification.email:
         raise InvalidMessage("the notification has no email address")
@@ -89,20 +103,65 @@ def build_message(notification: Notification, sender: str, default_subject: str)
         message["To"] = notification.email
     except (ValueError, IndexError) as error:
         raise InvalidMessage(f"invalid email address {notification.email!r}: {error}") from None
-    if len(message["To"].addresses) != 1 or not message["To"].addresses[0].domain:
-        raise InvalidMessage(f"invalid email address {notification.email!r}: not one address")
+    addresses = message["To"].addresses
+    # The address must be exactly the recipient: no display name, list, group or comment, and
+    # nothing the parser decodes into something else (an encoded-word in the local part).
+    if (
+        len(addresses) != 1
+        or not addresses[0].domain
+        or addresses[0].display_name
+        or addresses[0].addr_spec != notification.email
+    ):
+        raise InvalidMessage(f"invalid email address {notification.email!r}: not one bare address")
     message["From"] = sender
-    # A subject is one line of text: folding line breaks into spaces keeps the words only.
-    subject = " ".join((notification.subject or "").split())
-    message["Subject"] = subject or default_subject
+    for address in message["From"].addresses:
+        if _line_breaks_or_controls(address.display_name + address.addr_spec):
+            raise ValueError("the sender decodes to control characters")
+    message["Subject"] = subject_text(notification.subject or "") or default_subject
     message["Date"] = formatdate(localtime=False, usegmt=True)
     # Stable across retries, so a receiver can drop a duplicate of a send we could not confirm.
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    domain = re.sub(r"[^A-Za-z0-9.-]", "_", domain)
     safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", notification.id)
     message["Message-ID"] = f"<{safe_id}@{domain}>"
     message["X-Notification-Id"] = safe_id
     message.set_content(notification.message)
+    _check_serialized_headers(message)
     return message
+
+
+def subject_text(subject: str) -> str:
+    """The subject as one line of plain text that the header parser reads back unchanged:
+    encoded-words decoded (again, for one nested in another), and line breaks and control
+    characters, typed or decoded, folded into single spaces."""
+    text = _one_line(subject)
+    for _ in range(MAX_SUBJECT_DECODINGS):
+        decoded = str(SUBJECT_POLICY.header_factory("Subject", text))
+        if decoded == text:
+            return text
+        text = _one_line(decoded)
+    raise InvalidMessage("the subject nests encoded-words too deeply")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.translate(CONTROLS_TO_SPACES).split())
+
+
+def _line_breaks_or_controls(text: str) -> bool:
+    return text.translate(CONTROLS_TO_SPACES) != text
+
+
+def _check_serialized_headers(message: EmailMessage) -> None:
+    """Raise InvalidMessage unless the message, serialized as smtplib will, parses back to the
+    same header names: the last guard should a value still smuggle a line break through."""
+    addresses = [
+        address.addr_spec for name in ("From", "To") for address in message[name].addresses
+    ]
+    utf8 = not "".join(addresses).isascii()  # smtplib then sends with SMTPUTF8 and utf8=True
+    serialized = message.as_bytes(policy=message.policy.clone(utf8=utf8, linesep="\r\n"))
+    parsed = BytesHeaderParser(policy=email.policy.default).parsebytes(serialized)
+    if [name.lower() for name in parsed.keys()] != [name.lower() for name in message.keys()]:
+        raise InvalidMessage("the message would not serialize to the headers set")
 
 
 def envelope_recipient(message: EmailMessage) -> str:
