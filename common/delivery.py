@@ -21,16 +21,15 @@ from datetime import datetime, timedelta
 from common.channels.base import Channel, DeliveryResult, Outcome
 from common.config import Settings
 from common.errors import Unavailable
-from common.model import SENT, Notification, retry_delay
+from common.model import FAILED_PERMANENTLY, RETRY_SCHEDULED, SENT, Notification, retry_delay
 from common.queue.base import NotificationQueue, QueueUnavailable
 from common.store.base import NotificationStore
 
 log = logging.getLogger("notifications")
 
+# What deliver() returns besides the statuses it records.
 SKIPPED = "skipped"
 LEASE_LOST = "lease_lost"
-RETRY_SCHEDULED = "retry_scheduled"
-FAILED_PERMANENTLY = "failed_permanently"
 OUTCOME_RETRY_PAUSE = 0.2  # seconds between tries to store an outcome while the store is out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from common import runtime
+from common.queue.base import QueueUnavailable
 
 PROBE_TIMEOUT = 2.0
 
@@ -40,7 +41,7 @@ def readiness() -> dict[str, Any]:
         if not settings.rabbitmq_url:
             return "in-process queue"
         if service.queue.depths(timeout=PROBE_TIMEOUT) is None:
-            raise ConnectionError("RabbitMQ did not answer")
+            raise QueueUnavailable(f"RabbitMQ did not answer within {PROBE_TIMEOUT:g} s")
         return "RabbitMQ"
 
     checks = {"store": _check(store), "queue": _check(queue)}

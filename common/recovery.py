@@ -24,6 +24,10 @@ from common.store.base import NotificationStore
 
 log = logging.getLogger("notifications")
 
+# The sweep runs in the background, with nobody waiting on a reply: it may give the broker
+# longer than a request's PUBLISH_TIMEOUT to confirm a whole batch.
+SWEEP_PUBLISH_TIMEOUT = 5.0
+
 
 @dataclass
 class SweepReport:
@@ -84,7 +88,8 @@ class Recovery:
     def _publish(self, claimed: list[Notification], now: datetime, report: SweepReport) -> bool:
         ids = [n.id for n in claimed]
         try:
-            self.queue.publish(ids, timeout=max(self.settings.publish_timeout, 5.0))
+            timeout = max(self.settings.publish_timeout, SWEEP_PUBLISH_TIMEOUT)
+            self.queue.publish(ids, timeout=timeout, background=True)
         except QueueUnavailable as error:
             # Back to pending, dated so that the next sweep takes them again at once.
             stale = now - timedelta(seconds=self.settings.pending_grace_seconds + 1)

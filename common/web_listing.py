@@ -10,9 +10,8 @@ from urllib.parse import quote, urlencode
 import flask
 
 from common.errors import NotFound, ValidationError
-from common.model import Notification
+from common.model import Notification, user_id_problem
 from common.runtime import get_service
-from common.user_ids import user_id_problem
 from common.web import error_page, render, user_url
 
 PAGE_SIZES = ("10", "20", "50", "100")

@@ -10,8 +10,8 @@ import functions_framework
 from common import web_csrf
 from common.errors import Conflict, Unavailable, ValidationError
 from common.http import Router
+from common.model import user_id_problem
 from common.runtime import get_service, require_valid_settings
-from common.user_ids import user_id_problem
 from common.web import (
     error_page,
     page,

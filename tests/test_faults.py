@@ -350,6 +350,29 @@ def test_broker_restarted_mid_load_loses_and_repeats_nothing(
         )
 
 
+def test_what_was_accepted_during_an_outage_is_sent_soon_after_the_broker_is_back(
+    fault_env, private_broker: RabbitNode, peers: Peers
+):
+    """With the default sweep interval (30 s, longer than the bound): only the sweep the
+    runner fires when its consumer reconnects can deliver these within DELIVERY_BOUND."""
+    env = {**fault_env, "SWEEP_INTERVAL": "30", "PENDING_GRACE_SECONDS": "5"}
+    with running_service(env) as base:
+        submit_many(
+            base, mixed(2), peers
+        )  # the consumer is connected: a later connect is a reconnect
+        private_broker.stop_app()
+        try:
+            accepted = submit_many(base, mixed(10), peers)
+        finally:
+            private_broker.start_app()
+        back = time.monotonic()
+        assert {a.status for a in accepted} == {"pending"}
+        ids = [a.id for a in accepted]
+        peers.wait_each_once(ids, timeout=DELIVERY_BOUND)
+        assert_all_sent(base, ids)
+        print(f"after the outage: {len(ids)} pending sent {time.monotonic() - back:.1f} s later")
+
+
 # -- a broker that drops packets or is frozen -----------------------------------------------
 
 

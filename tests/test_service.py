@@ -60,7 +60,7 @@ class BrokenQueue(MemoryQueue):
         super().__init__()
         self.down = True
 
-    def publish(self, ids, timeout=None):
+    def publish(self, ids, timeout=None, background=False):
         if self.down:
             raise QueueUnavailable("broker down")
         super().publish(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -12,6 +13,8 @@ from common.errors import Unavailable
 # A consumer hands each message to this; it returns once the outcome is stored and raises when
 # nothing could be recorded (the message must then go back on the queue).
 MessageHandler = Callable[[str], None]
+
+log = logging.getLogger("notifications.queue")
 
 
 class QueueUnavailable(Unavailable):
@@ -50,6 +53,31 @@ def decode_delivery(body: bytes) -> tuple[str, int]:
     return notification_id, failures
 
 
+# Seconds a worker waits after a failed handling before the message is back on the queue, so
+# that a store that is down is not hammered.
+FAILED_HANDLING_PAUSE = 1.0
+
+
+def poison_reason(
+    notification_id: str, failures: int, error: BaseException, limit: int
+) -> str | None:
+    """After the `failures`-th failed handling of a message (nothing could be recorded): the
+    reason to dead-letter it once `limit` is reached, else None (it goes back on the queue).
+    The one rule both queues follow, logged the same way."""
+    log.error(
+        "notification=%s event=deliver_failed failures=%d/%d",
+        notification_id,
+        failures,
+        limit,
+        exc_info=error,
+    )
+    if failures < limit:
+        return None
+    reason = f"handling failed {failures} times: {error!r}"[:500]
+    log.error("notification=%s event=poison_message %s", notification_id, reason)
+    return reason
+
+
 def poison_letter(body: bytes, reason: str) -> dict:
     """What the dead-letter queue gets for a message that could not be handled."""
     try:
@@ -65,11 +93,15 @@ def poison_letter(body: bytes, reason: str) -> dict:
 
 class NotificationQueue(ABC):
     @abstractmethod
-    def publish(self, ids: Sequence[str], timeout: float | None = None) -> None:
+    def publish(
+        self, ids: Sequence[str], timeout: float | None = None, background: bool = False
+    ) -> None:
         """Queue these ids; returns only once the queue has taken all of them (confirmed).
 
         Raises QueueUnavailable otherwise, within `timeout` seconds: then none should be
         counted as queued (though some may still arrive: a duplicate is harmless).
+        `background`: no request waits on this call (the sweep), so while the broker is
+        known to be down it still waits for a reconnection instead of failing at once.
         """
 
     @abstractmethod

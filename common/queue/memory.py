@@ -7,16 +7,19 @@ requeues what a restart dropped.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from common.queue.base import MessageHandler, NotificationQueue, StopSignal
-
-log = logging.getLogger(__name__)
+from common.queue.base import (
+    FAILED_HANDLING_PAUSE,
+    MessageHandler,
+    NotificationQueue,
+    StopSignal,
+    poison_reason,
+)
 
 
 class MemoryQueue(NotificationQueue):
@@ -31,7 +34,9 @@ class MemoryQueue(NotificationQueue):
         self.dead_letters: deque[dict] = deque(maxlen=dead_letter_limit)
         self._lock = threading.Lock()
 
-    def publish(self, ids: Sequence[str], timeout: float | None = None) -> None:
+    def publish(
+        self, ids: Sequence[str], timeout: float | None = None, background: bool = False
+    ) -> None:
         for notification_id in ids:
             self._messages.put((notification_id, 0))
 
@@ -71,27 +76,15 @@ class MemoryQueue(NotificationQueue):
         notification_id, failures = message
         try:
             handler(notification_id)
-        except Exception as error:
-            # Nothing was recorded (store down, or a bug): keep the message, up to a limit.
+        except Exception as error:  # nothing was recorded: keep the message, up to a limit
             failures += 1
-            if failures >= self.max_handling_failures:
-                log.error(
-                    "notification=%s event=poison_message failures=%d error=%r",
-                    notification_id,
-                    failures,
-                    error,
-                )
-                reason = f"handling failed {failures} times: {error!r}"[:500]
+            reason = poison_reason(notification_id, failures, error, self.max_handling_failures)
+            if reason:
                 self.publish_dead_letter(
                     {"notification_id": notification_id, "dead_letter_reason": reason}
                 )
             else:
-                log.exception(
-                    "notification=%s event=deliver_failed failures=%d requeued=true",
-                    notification_id,
-                    failures,
-                )
-                stop.wait(1.0)  # do not spin on a store that is down
+                stop.wait(FAILED_HANDLING_PAUSE)
                 self._messages.put((notification_id, failures))
         finally:
             slots.release()

@@ -25,6 +25,7 @@ import pika
 import pika.exceptions
 
 from common.queue.base import (
+    FAILED_HANDLING_PAUSE,
     MalformedMessage,
     MessageHandler,
     NotificationQueue,
@@ -33,6 +34,7 @@ from common.queue.base import (
     decode_delivery,
     encode_message,
     poison_letter,
+    poison_reason,
 )
 from common.queue.rabbitmq_publisher import ConfirmingPublisher
 
@@ -89,9 +91,12 @@ class RabbitQueue(NotificationQueue):
 
     # -- publishing (through the confirming publisher's own connection) ----------------------
 
-    def publish(self, ids: Sequence[str], timeout: float | None = None) -> None:
+    def publish(
+        self, ids: Sequence[str], timeout: float | None = None, background: bool = False
+    ) -> None:
         if ids:
-            self._publisher.publish(self.queue_name, [encode_message(i) for i in ids], timeout)
+            bodies = [encode_message(i) for i in ids]
+            self._publisher.publish(self.queue_name, bodies, timeout, background)
 
     def publish_dead_letter(self, notification: dict) -> None:
         body = json.dumps(notification, default=str).encode()
@@ -99,7 +104,7 @@ class RabbitQueue(NotificationQueue):
 
     def _requeue_with_failures(self, notification_id: str, failures: int) -> None:
         body = encode_message(notification_id, failures)
-        self._publisher.publish(self.queue_name, [body], timeout=5.0)
+        self._publisher.publish(self.queue_name, [body], timeout=5.0, background=True)
 
     # -- queue depths (a blocking connection used under a lock) ------------------------------
 
@@ -272,14 +277,10 @@ class RabbitQueue(NotificationQueue):
             return True
         except Exception as error:  # noqa: BLE001 - nothing was recorded: count the failure
             failures += 1
-            log.exception(
-                "notification=%s event=deliver_failed failures=%d", notification_id, failures
-            )
-            if failures >= self.max_handling_failures:
-                reason = f"handling failed {failures} times: {error!r}"[:500]
-                log.error("notification=%s event=poison_message %s", notification_id, reason)
+            reason = poison_reason(notification_id, failures, error, self.max_handling_failures)
+            if reason:
                 return self._dead_letter(body, reason)
-            stop.wait(1.0)  # nothing was stored: back off before the redelivery
+            stop.wait(FAILED_HANDLING_PAUSE)
             try:
                 self._requeue_with_failures(notification_id, failures)
                 return True

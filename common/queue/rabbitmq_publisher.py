@@ -270,8 +270,8 @@ class ConfirmingPublisher:
         self._retry_at = 0.0
         self._last_error: BaseException | None = None
         # Set when a connection attempt failed or a link stalled; cleared by the next link that
-        # opens. Meanwhile nobody waits for a connection: sends answer at once (as pending)
-        # while one attempt at a time runs in the background.
+        # opens. Meanwhile no request waits for a connection: sends answer at once (as pending)
+        # while one attempt at a time runs; background callers (the sweep) still wait for it.
         self._outage = False
 
     @property
@@ -279,8 +279,11 @@ class ConfirmingPublisher:
         """The current connection (tests use it to cut the socket)."""
         return self._link.connection if self._link else None
 
-    def _link_for(self, deadline: float) -> _Link:
-        """The open link, or a new one (at most one connecting at a time), ready by `deadline`."""
+    def _link_for(self, deadline: float, background: bool = False) -> _Link:
+        """The open link, or a new one (at most one connecting at a time), ready by `deadline`.
+
+        During an outage only a `background` caller waits for a connection: it is the one
+        that must get through once the broker is back, and no request is waiting on it."""
         while True:
             with self._lock:
                 link = self._link
@@ -291,14 +294,14 @@ class ConfirmingPublisher:
                     link = self._link = _Link(self.parameters, self.queues(), self.properties)
             if not closing:
                 break
-            if self._outage:
+            if self._outage and not background:
                 raise QueueUnavailable("RabbitMQ connection is being closed; try again")
             # The last connection is still winding down: one thread, one socket at a time.
             left = deadline - time.monotonic()
             if left <= 0:
                 raise QueueUnavailable("RabbitMQ connection is being closed; try again")
             link.thread.join(min(left, 0.1))
-        wait = 0.0 if self._outage else max(0.0, deadline - time.monotonic())
+        wait = 0.0 if self._outage and not background else max(0.0, deadline - time.monotonic())
         if not link.ready.wait(wait):
             self._outage = True  # the others need not wait for it too
             raise QueueUnavailable("RabbitMQ did not open a connection in time")
@@ -312,14 +315,18 @@ class ConfirmingPublisher:
         return link
 
     def publish(
-        self, routing_key: str, bodies: Sequence[bytes], timeout: float | None = None
+        self,
+        routing_key: str,
+        bodies: Sequence[bytes],
+        timeout: float | None = None,
+        background: bool = False,
     ) -> None:
         if not bodies:
             return
         deadline = time.monotonic() + (timeout or self.publish_timeout)
         for attempt in (1, 2):
             batch = _Batch(routing_key, bodies)
-            link = self._link_for(deadline)
+            link = self._link_for(deadline, background)
             if not link.submit(batch):
                 batch.lose(link.error)
             elif not self._confirmed(batch, link, deadline):

@@ -19,7 +19,7 @@ import pymongo.errors
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
 from common.errors import DuplicateId, StoreUnavailable
-from common.lifecycle import REQUEUE, Move
+from common.lifecycle import CLAIM, REQUEUE, Move
 from common.model import (
     FAILED_PERMANENTLY,
     PENDING,
@@ -214,13 +214,13 @@ class MongoStore(NotificationStore):
             {
                 "id": notification_id,
                 "$or": [
-                    {"status": {"$in": [PENDING, QUEUED]}},
+                    {"status": {"$in": list(CLAIM.sources)}},
                     {"status": SENDING, "lease_until": {"$lte": now}},
                 ],
             },
             {
                 "$set": {
-                    "status": SENDING,
+                    "status": CLAIM.target,
                     "lease_until": lease_until,
                     "updated_at": now,
                     "claim_token": token,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import DuplicateId, StoreUnavailable
-from common.lifecycle import REQUEUE, Move
+from common.lifecycle import CLAIM, REQUEUE, Move
 from common.model import (
     FAILED_PERMANENTLY,
     PENDING,
@@ -471,17 +471,16 @@ class SqliteStore(NotificationStore):
     ) -> Notification | None:
         rows = self._write(
             "UPDATE notifications SET status = ?, lease_until = ?, updated_at = ?, "
-            "claim_token = ?, attempts = attempts + 1 "
-            "WHERE id = ? AND (status IN (?, ?) OR (status = ? AND lease_until <= ?)) "
-            "RETURNING *",
+            "claim_token = ?, attempts = attempts + 1 WHERE id = ? "
+            f"AND (status IN ({','.join('?' * len(CLAIM.sources))}) "
+            "OR (status = ? AND lease_until <= ?)) RETURNING *",
             (
-                SENDING,
+                CLAIM.target,
                 to_millis(lease_until),
                 to_millis(now),
                 token,
                 notification_id,
-                PENDING,
-                QUEUED,
+                *CLAIM.sources,
                 SENDING,
                 to_millis(now),
             ),
