@@ -15,6 +15,11 @@ import click
 from common.config import get_settings, reset_settings
 from common.errors import ConfigError
 
+# The API's field names, as the `keys create` options spell them, for error messages.
+OPTION_NAMES = {"expires_in": "--expires-in", "rate_limit": "--rate-limit", "scopes": "--scope"}
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
 
 def _load_settings(env_file: str | None):
     """Read the settings once, or stop with one readable message naming every problem."""
@@ -50,10 +55,15 @@ def cli() -> None:
 def serve(host: str, port: int | None, threads: int | None, env_file: str | None) -> None:
     """Serve the HTTP API and web pages, deliver queued notifications, sweep for retries."""
     settings = _load_settings(env_file)
-    from functions_framework._http.gunicorn import GunicornApplication
-
+    if host in LOOPBACK_HOSTS and settings.allowed_hosts is None:
+        # Bound to loopback, the service answers to loopback names only (DNS rebinding).
+        os.environ["ALLOWED_HOSTS"] = ",".join(LOOPBACK_NAMES)
+        settings = _load_settings(env_file)
+    _say_where_the_admin_key_is(settings)
     from common.hosting import BackgroundWork, FunctionRouter
+    from common.http import BODY_LIMIT_FACTORS
     from common.logs import configure_logging
+    from common.serving import serve_wsgi
 
     configure_logging(settings.log_level)
     if not settings.rabbitmq_url:
@@ -61,26 +71,21 @@ def serve(host: str, port: int | None, threads: int | None, env_file: str | None
 
         host_in_process_delivery()  # this process's consumer reads the in-process queue
     app = FunctionRouter()
-    background: list = []
-
-    def start_background(worker) -> None:
-        # Runs inside gunicorn's worker process, so the in-process queue and the HTTP
-        # handlers share one process, and each worker owns its own broker connections.
-        work = BackgroundWork(settings.sweep_interval)
-        work.start()
-        background.append(work)
-
-    def stop_background(server, worker) -> None:
-        for work in background:
-            work.stop()
-
-    options = {"post_worker_init": start_background, "worker_exit": stop_background}
-    if threads:
-        options["threads"] = threads
-    options["graceful_timeout"] = 60
+    # One process serves HTTP and runs the consumer and the sweep timer, so the in-process
+    # queue and the HTTP handlers share it.
+    work = BackgroundWork(settings.sweep_interval)
     click.echo(f"notification service on http://{host}:{port or settings.port}/", err=True)
-    # functions-framework's own gunicorn setup (gthread workers), as a deployed function gets.
-    GunicornApplication(app, host, port or settings.port, False, **options).run()
+    # waitress, not gunicorn's gthread: a slow client must hold no thread (common/serving.py).
+    serve_wsgi(
+        app,
+        host,
+        port or settings.port,
+        threads=threads,
+        read_timeout=settings.request_read_timeout,
+        max_body=settings.max_request_bytes * max(BODY_LIMIT_FACTORS.values()),
+        on_start=work.start,
+        on_stop=work.stop,
+    )
 
 
 @cli.command()
@@ -110,6 +115,101 @@ def sweep(env_file: str | None) -> None:
     report = get_service().sweep()
     click.echo(f"requeued {report.requeued}, publish failed {report.publish_failed}")
     sys.exit(1 if report.publish_failed else 0)
+
+
+def _say_where_the_admin_key_is(settings) -> None:
+    from common.auth.secret_files import bootstrap_admin_key
+    from common.errors import ServiceError
+
+    try:
+        message = bootstrap_admin_key(settings)
+    except ServiceError as error:
+        raise click.ClickException(error.message) from None
+    if message:
+        click.echo(message, err=True)
+
+
+@cli.group()
+def keys() -> None:
+    """Create, list and revoke API keys (stored hashed; a key is shown once)."""
+
+
+def _access(env_file: str | None):
+    _load_settings(env_file)
+    from common.errors import ServiceError
+    from common.runtime import get_access
+
+    try:
+        return get_access()
+    except ServiceError as error:
+        raise click.ClickException(error.message) from None
+
+
+def _service_errors_as_messages(work):
+    """Run `work`; a domain error (bad input, store down) is one readable line, exit 1."""
+    from common.errors import ServiceError
+
+    try:
+        return work()
+    except ServiceError as error:
+        details = "; ".join(
+            f"{OPTION_NAMES.get(name, name)} {problem}" for name, problem in error.fields.items()
+        )
+        message = f"{error.message}: {details}" if details else error.message
+        raise click.ClickException(message) from None
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for, e.g. 'billing backend'.")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    help="send, read, retry, templates or admin; repeat for several.",
+)
+@click.option("--expires-in", help="Lifetime, e.g. 90d, 12h (default: never expires).")
+@click.option("--rate-limit", type=float, help="Its own SEND_RATE_LIMIT (per second).")
+@env_file_option
+def keys_create(name, scopes, expires_in, rate_limit, env_file) -> None:
+    """Create a key and print it (the only time it is shown)."""
+    access = _access(env_file)
+    key, secret = _service_errors_as_messages(
+        lambda: access.create_key(name, list(scopes), expires_in, rate_limit)
+    )
+    click.echo(secret)
+    expiry = key.expires_at.isoformat() if key.expires_at else "never"
+    click.echo(f"id {key.id}, scopes {','.join(key.scopes)}, expires {expiry}", err=True)
+    click.echo("Store the key now: it cannot be shown again.", err=True)
+
+
+@keys.command("list")
+@env_file_option
+def keys_list(env_file) -> None:
+    """List every key (never the secrets)."""
+    access = _access(env_file)
+    rows = _service_errors_as_messages(access.list_keys)
+    if not rows:
+        click.echo("no API keys")
+        return
+    click.echo(f"{'ID':14}{'NAME':28}{'SCOPES':24}{'STATE':10}LAST USED")
+    for key in rows:
+        from common.model import utcnow
+
+        state = key.usable(utcnow())
+        state = "revoked" if key.revoked_at else ("expired" if state else "active")
+        used = key.last_used_at.strftime("%Y-%m-%d %H:%M") if key.last_used_at else "never"
+        click.echo(f"{key.id:14}{key.name[:27]:28}{','.join(key.scopes):24}{state:10}{used}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@env_file_option
+def keys_revoke(key_id, env_file) -> None:
+    """Revoke a key at once (every process refuses it from its next request)."""
+    access = _access(env_file)
+    key = _service_errors_as_messages(lambda: access.revoke_key(key_id))
+    click.echo(f"revoked {key.id} ({key.name})")
 
 
 if __name__ == "__main__":

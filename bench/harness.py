@@ -24,6 +24,10 @@ import pika
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+# Every server gets this as ADMIN_API_KEY and every request sends it, as a client of a service
+# with access control does (the references, which have none, get the same bytes).
+ADMIN_KEY = "bench-admin-key-8d41c7e2b05f4a93"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def free_port() -> int:
@@ -66,6 +70,12 @@ class Workspace:
             DLQ_NAME=self.dlq,
             ENV_FILE=str(self.dir / "no.env"),  # never a developer's .env
             PYTHONPATH=str(ROOT),
+            ADMIN_API_KEY=ADMIN_KEY,
+            # Throughput is measured with the abuse limits off (one key, one recipient);
+            # bench/ingest.py measures what checking the send rate costs.
+            SEND_RATE_LIMIT="0",
+            SMS_PER_RECIPIENT_PER_HOUR="0",
+            EMAIL_PER_RECIPIENT_PER_HOUR="0",
         )
         env.update(extra)
         return env
@@ -129,7 +139,8 @@ class Server:
                     f"server exited with {self.process.returncode}; see {self.log.name}"
                 )
             try:
-                with urllib.request.urlopen(self.url + path, timeout=1) as reply:
+                request = urllib.request.Request(self.url + path, headers=ADMIN_HEADERS)
+                with urllib.request.urlopen(request, timeout=1) as reply:
                     if reply.status < 500:
                         return
             except OSError:
@@ -144,11 +155,18 @@ class Server:
             return []
 
     def peak_rss_mb(self) -> dict[str, float]:
-        """Peak resident memory (VmHWM) of the gunicorn master and its worker, in MB."""
-        peaks = {"master": _vm_hwm(self.process.pid)}
+        """Peak resident memory (VmHWM) of the server process (and of a gunicorn worker, for
+        the reference servers that fork one), in MB."""
+        peaks = {"process": _vm_hwm(self.process.pid)}
         for pid in self.worker_pids():
             peaks["worker"] = _vm_hwm(pid)
         return peaks
+
+    def serving_pid(self) -> int:
+        """The process that answers requests: the runner itself (waitress), or the worker a
+        gunicorn master forked."""
+        workers = self.worker_pids()
+        return workers[0] if workers else self.process.pid
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:

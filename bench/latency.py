@@ -13,7 +13,7 @@ import time
 
 import aiohttp
 
-from bench.harness import Server, Workspace, median, percentile, wait_for_status
+from bench.harness import ADMIN_HEADERS, Server, Workspace, median, percentile, wait_for_status
 from bench.report import Row
 
 BODY = {"user_id": "latency-user", "notification_type": "in_app", "message": "how long?"}
@@ -25,7 +25,7 @@ async def _offer(url: str, per_second: float, seconds: float) -> dict:
     failures = 0
     http_ms: list[float] = []
     connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers=ADMIN_HEADERS) as session:
 
         async def one() -> None:
             nonlocal failures

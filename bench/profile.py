@@ -56,7 +56,7 @@ def main() -> None:
     raw = RESULTS / f"profile-{stamp}.txt"
     try:
         server.wait_ready()
-        (pid,) = server.worker_pids()
+        pid = server.serving_pid()
         body = batch.body() if args.path.endswith("batch") else ingest.BODY
         connections = batch.CONNECTIONS if args.path.endswith("batch") else ingest.CONNECTIONS
         load = threading.Thread(

@@ -50,7 +50,8 @@ def settings_text(p: dict, quick: bool) -> str:
         f"connections (batch: {batch.CONNECTIONS}), {p['seconds']:g} s per run, keep-alive, "
         f"10 s timeout. Steady rate: aiohttp, open loop, 300/s for {p['seconds']:g} s. "
         f"Delivery backlog: {p['backlog']:,}. Runner: `local_runner.py serve` defaults "
-        "(1 gunicorn gthread worker, threads = 4 per core), RabbitMQ and SQLite."
+        "(one process: waitress, threads = 4 per core), RabbitMQ and SQLite; the abuse limits "
+        "off except where a row says so."
     )
 
 

@@ -9,10 +9,13 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.harness import ADMIN_KEY
+
 WRK = "wrk"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
 wrk.body = [[%s]]
 """
 
@@ -57,9 +60,10 @@ def parse(output: str) -> WrkResult:
 
 
 def post(url: str, body: dict | list, *, connections: int, seconds: float, threads: int = 2):
-    """POST the same JSON body at `url` from `connections` keep-alive clients for `seconds`."""
+    """POST the same JSON body at `url` from `connections` keep-alive clients for `seconds`,
+    as the admin (ADMIN_HEADERS)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % json.dumps(body))
+        script.write(LUA % (ADMIN_KEY, json.dumps(body)))
     try:
         command = [
             WRK,

@@ -7,6 +7,7 @@ that is wrong with the configuration.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -18,7 +19,15 @@ from dotenv import dotenv_values
 from common.errors import ConfigError
 
 DEFAULT_RETRY_SCHEDULE = (30.0, 120.0, 600.0, 1800.0, 3600.0)
-SECRET_FIELDS = {"mail_password", "twilio_auth_token", "mongo_uri", "rabbitmq_url", "csrf_secret"}
+SECRET_FIELDS = {
+    "mail_password",
+    "twilio_auth_token",
+    "mongo_uri",
+    "rabbitmq_url",
+    "csrf_secret",
+    "admin_api_key",
+    "auth_secret",
+}
 # The seed sent mail through Gmail with only MAIL_USERNAME and MAIL_PASSWORD set.
 SEED_MAIL_SERVER = "smtp.gmail.com"
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -61,8 +70,21 @@ class Settings:
     delivery_workers: int = 8
     port: int = 8080
     max_request_bytes: int = 1_048_576
+    request_read_timeout: float = 10.0
     log_level: str = "INFO"
     csrf_secret: str | None = None
+    admin_api_key: str | None = None
+    auth_secret: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_jwks_url: str | None = None
+    user_token_seconds: float = 3600.0
+    session_seconds: float = 28800.0
+    send_rate_limit: float = 500.0
+    sms_per_recipient_per_hour: int = 10
+    email_per_recipient_per_hour: int = 50
+    sms_allowed_countries: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] | None = None
 
     @property
     def sender_address(self) -> str | None:
@@ -76,7 +98,7 @@ class Settings:
             if item.name in SECRET_FIELDS and value:
                 value = _mask(item.name, str(value))
             elif isinstance(value, tuple):
-                value = ",".join(f"{v:g}" for v in value)
+                value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
             shown[item.name.upper()] = "(unset)" if value is None else str(value)
         return shown
 
@@ -163,6 +185,18 @@ class _Reader:
             return DEFAULT_RETRY_SCHEDULE
         return steps
 
+    def words(self, name: str, pattern: str, example: str) -> tuple[str, ...] | None:
+        """A comma-separated list, each item matching `pattern`; None when unset."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        items = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+        bad = [item for item in items if not re.fullmatch(pattern, item)]
+        if bad or not items:
+            self.problems.append(f"{name}={raw!r} must be a comma-separated list such as {example}")
+            return None
+        return items
+
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
         raw = self.text(name)
         if raw is None:
@@ -228,9 +262,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         delivery_workers=read.number("DELIVERY_WORKERS", 8, minimum=1, maximum=256),
         port=read.number("PORT", 8080, minimum=1, maximum=65535),
         max_request_bytes=read.number("MAX_REQUEST_BYTES", 1_048_576, minimum=1024),
+        request_read_timeout=read.number(
+            "REQUEST_READ_TIMEOUT", 10.0, float, minimum=0.5, maximum=3600
+        ),
         log_level=(read.text("LOG_LEVEL", "INFO") or "INFO").upper(),
         # The seed's SECRET_KEY signs what CSRF_SECRET would, so its .env keeps working.
         csrf_secret=read.text("CSRF_SECRET") or read.text("SECRET_KEY"),
+        admin_api_key=read.text("ADMIN_API_KEY"),
+        auth_secret=read.text("AUTH_SECRET"),
+        auth_jwt_issuer=read.text("AUTH_JWT_ISSUER"),
+        auth_jwt_audience=read.text("AUTH_JWT_AUDIENCE"),
+        auth_jwks_url=read.url("AUTH_JWKS_URL", ("http", "https")),
+        user_token_seconds=read.number(
+            "USER_TOKEN_SECONDS", 3600.0, float, minimum=10, maximum=86400
+        ),
+        session_seconds=read.number("SESSION_SECONDS", 28800.0, float, minimum=60, maximum=604800),
+        send_rate_limit=read.number("SEND_RATE_LIMIT", 500.0, float, minimum=0),
+        sms_per_recipient_per_hour=read.number("SMS_PER_RECIPIENT_PER_HOUR", 10, minimum=0),
+        email_per_recipient_per_hour=read.number("EMAIL_PER_RECIPIENT_PER_HOUR", 50, minimum=0),
+        sms_allowed_countries=tuple(
+            code.lstrip("+")
+            for code in read.words("SMS_ALLOWED_COUNTRIES", r"\+?[1-9][0-9]{0,2}", "1,44,33") or ()
+        ),
+        allowed_hosts=read.words("ALLOWED_HOSTS", r"[a-z0-9.\-\[\]:*]+", "api.example.com,*"),
     )
     _check_combinations(values, read)
     if read.problems:
@@ -259,6 +313,13 @@ def _check_combinations(values: dict, read: _Reader) -> None:
         values["mail_server"] = SEED_MAIL_SERVER
     if values["mail_server"] and not (values["mail_default_sender"] or values["mail_username"]):
         read.problems.append("MAIL_SERVER is set but neither MAIL_DEFAULT_SENDER nor MAIL_USERNAME")
+    jwt = ("auth_jwt_issuer", "auth_jwt_audience", "auth_jwks_url")
+    given = [name for name in jwt if values[name]]
+    if given and len(given) < len(jwt):
+        missing = ", ".join(n.upper() for n in jwt if not values[n])
+        read.problems.append(f"issuer JWTs are half-configured: {missing} missing")
+    if values["auth_secret"] and len(values["auth_secret"]) < 32:
+        read.problems.append("AUTH_SECRET must be at least 32 characters (it signs tokens)")
     if values["log_level"] not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         read.problems.append(
             f"LOG_LEVEL={values['log_level']!r} is not DEBUG, INFO, WARNING or ERROR"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 class ServiceError(Exception):
     """Base class: a problem the caller can be told about in one sentence."""
@@ -60,6 +62,33 @@ class IdempotencyConflict(ServiceError):
     Idempotency-Key draft answer, never the first notification passed off as this one."""
 
     http_status = 422
+
+
+class Unauthorized(ServiceError):
+    """No credential, or one that is not valid: 401 with `WWW-Authenticate: Bearer`."""
+
+    http_status = 401
+
+
+class Forbidden(ServiceError):
+    """A valid credential without the scope, or another user's data: 403."""
+
+    http_status = 403
+
+
+class TooManyRequests(ServiceError):
+    """A limit was reached: 429, with Retry-After and, for rate limits, the RateLimit headers."""
+
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float, headers: dict[str, str] | None = None):
+        """`retry_after`: seconds until trying again may pass (infinite: waiting never helps,
+        and no Retry-After is sent)."""
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+        if math.isfinite(retry_after):
+            self.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
 
 
 class ConfigError(Exception):

@@ -19,8 +19,19 @@ import flask
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 
-from common.errors import ServiceError, Unavailable, UnsupportedMediaType, ValidationError
-from common.runtime import get_service
+from common import web_csrf
+from common.auth.principal import SESSION, Principal
+from common.auth.rules import AccessRule, needs
+from common.errors import (
+    Forbidden,
+    ServiceError,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from common.runtime import current_settings, get_access, get_service
 
 log = logging.getLogger("notifications.http")
 
@@ -31,6 +42,21 @@ def json_response(data: Any, status: int = 200, headers: dict | None = None) -> 
     return flask.Response(
         json.dumps(data, default=str), status=status, headers=headers, mimetype="application/json"
     )
+
+
+def service_error_response(error: ServiceError) -> flask.Response:
+    """The JSON reply for a domain error, with the headers its status calls for."""
+    headers: dict[str, str] = {}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    if isinstance(error, TooManyRequests):
+        headers.update(error.headers)
+    return json_response(error.to_dict(), error.http_status, headers=headers)
+
+
+def principal_of(request: flask.Request) -> Principal | None:
+    """Who is calling (set by `Router.dispatch`); None on an open route."""
+    return request.environ.get(PRINCIPAL_KEY)
 
 
 def error_response(status: int, message: str, fields: dict | None = None) -> flask.Response:
@@ -54,6 +80,11 @@ JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 JSON_BRACKET = re.compile(r"[\[\]{}]")
 # The environ key where `Router.dispatch` leaves the rule that matched, for `body_limit`.
 ROUTE_KEY = "notifications.route"
+# ... and the one where it leaves the caller's principal, for the views.
+PRINCIPAL_KEY = "notifications.principal"
+SESSION_COOKIE = "notify_session"
+CSRF_HEADER = "X-CSRF-Token"
+WWW_AUTHENTICATE = 'Bearer realm="notifications"'
 
 
 class PayloadTooLarge(ServiceError):
@@ -141,7 +172,7 @@ def guarded(view: View) -> View:
             log.warning("event=unavailable view=%s error=%s", view.__name__, error.message)
             return json_response(error.to_dict(), error.http_status)
         except ServiceError as error:
-            return json_response(error.to_dict(), error.http_status)
+            return service_error_response(error)
         except RequestEntityTooLarge:  # werkzeug's cap on a chunked body, met while reading it
             return json_response(too_large(body_limit(flask.request)).to_dict(), 413)
         except HTTPException as error:  # werkzeug refused the request while reading it
@@ -176,11 +207,60 @@ def is_cross_site(request: flask.Request) -> bool:
     return urlparse(origin).netloc != request.host
 
 
+def host_allowed(host: str, allowed: tuple[str, ...] | None) -> bool:
+    """Is the request's Host one this service answers to? A foreign Host is how DNS
+    rebinding reaches a service on loopback. None: every host (the setting is unset)."""
+    if allowed is None:
+        return True
+    name = host.lower()
+    if name.startswith("["):
+        name = name[: name.find("]") + 1]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    for pattern in allowed:
+        if pattern == "*" or pattern == name:
+            return True
+        if pattern.startswith("*.") and name.endswith(pattern[1:]):
+            return True
+    return False
+
+
+def client_address(request: flask.Request) -> str:
+    return request.remote_addr or "unknown"
+
+
+def authenticate(request: flask.Request, rule: AccessRule, sessions: bool) -> Principal:
+    """Check the request's credential against `rule`: the principal, or Unauthorized,
+    Forbidden or TooManyRequests. With the session cookie, a write outside the web pages
+    (`sessions`, whose forms carry their CSRF token) needs the token in X-CSRF-Token."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    authorization = request.headers.get("Authorization")
+    access = get_access()
+    principal = access.authenticate(authorization, cookie, client_address(request))
+    if principal.kind == SESSION and request.method not in SAFE_METHODS and not sessions:
+        # A page's script writing through the API: its CSRF token must name this session.
+        session_id = principal.id.partition(":")[2]
+        try:
+            web_csrf.check_token(
+                request.headers.get(CSRF_HEADER, ""),
+                session_id,
+                access.csrf_secret,
+                access.settings.session_seconds,
+            )
+        except web_csrf.CsrfRejected as error:
+            raise Forbidden(
+                f"a write with the session cookie needs {CSRF_HEADER}: {error}"
+            ) from None
+    rule.check(principal, request.view_args or {})
+    return principal
+
+
 @dataclass(frozen=True)
 class Route:
     rule: str
     methods: tuple[str, ...]
     view: View
+    access: AccessRule
 
 
 class Router:
@@ -190,25 +270,45 @@ class Router:
         self,
         not_found: Callable[[], flask.Response] | None = None,
         too_large: Callable[[str], flask.Response] | None = None,
+        refused: Callable[[flask.Request, ServiceError], flask.Response] | None = None,
+        sessions: bool = False,
     ) -> None:
         """`not_found` makes the reply for every path no route matches (default: JSON 404);
-        `too_large` the reply, given its message, for a body over the limit (default: JSON)."""
+        `too_large` the reply, given its message, for a body over the limit (default: JSON);
+        `refused` the reply to a request refused for its credential (401, 403, 429; default:
+        JSON); `sessions`: the session cookie counts on every method (the web pages)."""
         self.routes: list[Route] = []
+        self.refused = refused or (lambda _request, error: service_error_response(error))
+        self.sessions = sessions
         self.url_map = Map(strict_slashes=False, merge_slashes=False)
         self.not_found = not_found or (lambda: error_response(404, "no route for this path"))
         self.too_large = too_large or (lambda message: error_response(413, message))
         _answer_unroutable_paths_with(self.not_found)
 
-    def route(self, rule: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[View], View]:
+    def route(
+        self,
+        rule: str,
+        methods: tuple[str, ...] = ("GET",),
+        access: AccessRule | None = None,
+    ) -> Callable[[View], View]:
+        """Register a view; `access` says who may call it (default: `admin` only)."""
+
         def register(view: View) -> View:
             # The endpoint is the route's index, so that one view may serve several rules.
             self.url_map.add(Rule(rule, methods=list(methods), endpoint=len(self.routes)))
-            self.routes.append(Route(rule, tuple(methods), guarded(view)))
+            self.routes.append(Route(rule, tuple(methods), guarded(view), access or needs()))
             return view
 
         return register
 
     def dispatch(self, request: flask.Request) -> flask.Response:
+        try:
+            allowed_hosts = current_settings().allowed_hosts
+        except ServiceError as error:
+            return json_response(error.to_dict(), error.http_status)
+        if not host_allowed(request.host, allowed_hosts):
+            log.warning("event=host_refused host=%r", request.host[:100])
+            return error_response(400, "this service does not answer to that Host name")
         if request.method not in SAFE_METHODS and is_cross_site(request):
             return error_response(403, "cross-site requests may not change notifications")
         adapter = self.url_map.bind_to_environ(request.environ)
@@ -220,6 +320,18 @@ class Router:
             return self.not_found()
         route = self.routes[endpoint]
         request.environ[ROUTE_KEY] = route.rule
+        if not route.access.open:
+            request.view_args = arguments
+            try:
+                request.environ[PRINCIPAL_KEY] = authenticate(request, route.access, self.sessions)
+            except (Unauthorized, Forbidden, TooManyRequests) as error:
+                return self.refused(request, error)
+            except ServiceError as error:  # the key store could not be reached
+                log.warning("event=unavailable view=authenticate error=%s", error.message)
+                return json_response(error.to_dict(), error.http_status)
+            except Exception:
+                log.exception("event=unhandled_error view=authenticate")
+                return error_response(500, "internal error; the details are in the service log")
         try:
             refuse_an_oversized_body(request)
         except PayloadTooLarge as error:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from common.admission import Admission
 from common.config import Settings
 from common.errors import DuplicateId, IdempotencyConflict, Unavailable, ValidationError
 from common.model import QUEUED, Notification, validate_request
@@ -43,6 +44,19 @@ def idempotent_id(user_id: str, key: str, field: str = "Idempotency-Key") -> str
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{user_id}\x00{key}"))
 
 
+def keyed(notification: Notification) -> bool:
+    """Was its id derived from an idempotency key (uuid5, where fresh ids are uuid4), so
+    that a repeat finds it stored?"""
+    return uuid.UUID(notification.id).version == 5
+
+
+def batch_cost(payload: Any) -> int:
+    """How many notifications a batch request asks for (what the rate limit charges), before
+    it is validated: a malformed batch, or one over MAX_BATCH (refused whole), costs one."""
+    items = payload.get("notifications") if isinstance(payload, Mapping) else payload
+    return len(items) if isinstance(items, list) and 0 < len(items) <= MAX_BATCH else 1
+
+
 class Intake:
     def __init__(
         self,
@@ -50,11 +64,14 @@ class Intake:
         store: NotificationStore,
         queue: NotificationQueue,
         clock: Callable[[], datetime],
+        admission: Admission | None = None,
     ):
+        """`admission`: the SMS country list and per-recipient caps (None: neither)."""
         self.settings = settings
         self.store = store
         self.queue = queue
         self.clock = clock
+        self.admission = admission
 
     def submit(self, payload: Any, idempotency_key: str | None = None) -> Notification:
         """Validate, store as pending, then queue.
@@ -67,10 +84,24 @@ class Intake:
             payload = dict(payload)
             body_key = payload.pop(ITEM_KEY_FIELD)  # the header, when also given, wins
         notification = validate_request(payload, self.settings.max_retries)
+        if self.admission is not None:
+            self.admission.check_destination(notification)
         field = "Idempotency-Key" if idempotency_key is not None else ITEM_KEY_FIELD
         key = idempotency_key if idempotency_key is not None else body_key
         if key is not None:
             notification.id = idempotent_id(notification.user_id, key, field)
+        if self.admission is not None:
+            if key is not None and self.store.get(notification.id) is not None:
+                return self._existing(notification, field)  # a repeat is not a new send
+            refusal = self.admission.take([notification])[0]
+            if refusal is not None:
+                log.warning(
+                    "notification=%s event=recipient_cap_reached type=%s user=%s",
+                    notification.id,
+                    notification.notification_type,
+                    notification.user_id,
+                )
+                raise refusal
         try:
             self._store_one(notification)
         except DuplicateId:
@@ -130,7 +161,7 @@ class Intake:
                 result.update(error.to_dict())
                 continue
             valid.append((result, notification))
-        accepted = self._store_batch(valid)
+        accepted = self._store_batch(self._within_caps(valid))
         queued = {n.id: n.status for n in self.enqueue(accepted)}
         for result in results:
             if result.get("id") in queued and "duplicate" not in result:
@@ -142,12 +173,33 @@ class Intake:
         )
         return results
 
+    def _within_caps(
+        self, valid: Sequence[tuple[dict, Notification]]
+    ) -> list[tuple[dict, Notification]]:
+        """The items within their recipients' caps; the others' results say why (429).
+        Items already stored under their idempotency key pass uncounted: not new sends."""
+        if self.admission is None or not valid:
+            return list(valid)
+        fresh = [(r, n) for r, n in valid if not (keyed(n) and self.store.get(n.id))]
+        taken = self.admission.take([n for _, n in fresh])
+        refusals = {id(r): refusal for (r, _), refusal in zip(fresh, taken, strict=True)}
+        kept = []
+        for result, notification in valid:
+            refusal = refusals.get(id(result))
+            if refusal is None:
+                kept.append((result, notification))
+            else:
+                result.update(refusal.to_dict(), status=429)
+        return kept
+
     def _validate_item(self, item: Any) -> Notification:
         key = None
         if isinstance(item, Mapping) and ITEM_KEY_FIELD in item:
             item = dict(item)
             key = item.pop(ITEM_KEY_FIELD)
         notification = validate_request(item, self.settings.max_retries)
+        if self.admission is not None:
+            self.admission.check_destination(notification)
         if key is not None:
             notification.id = idempotent_id(notification.user_id, key, ITEM_KEY_FIELD)
         return notification

@@ -11,9 +11,14 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from common.admission import Admission
+from common.auth.access import Access
+from common.auth.key_store import MongoKeyStore, SqliteKeyStore
 from common.channels import make_channels
 from common.config import Settings, get_settings
 from common.errors import ConfigError, Unavailable
+from common.limits import make_limit_store
+from common.limits.limiter import Limiter
 from common.logs import configure_logging
 from common.queue import make_queue
 from common.service import NotificationService
@@ -23,6 +28,7 @@ log = logging.getLogger("notifications")
 
 _lock = threading.Lock()
 _service: NotificationService | None = None
+_access: Access | None = None
 # True where something in this process delivers from the in-process queue (the local runner,
 # or a test that wired its own service): only then may a function accept notifications
 # without RABBITMQ_URL.
@@ -60,15 +66,79 @@ def get_service() -> NotificationService:
                 except Unavailable as error:
                     # Not cached: the next invocation tries again, as a cold start would.
                     raise Unavailable(f"cannot reach the notification store: {error}") from error
-                _service = NotificationService(settings, store, make_queue(settings), channels)
+                admission = Admission(settings, get_limiter(settings))
+                _service = NotificationService(
+                    settings, store, make_queue(settings), channels, admission=admission
+                )
     return _service
 
 
+def get_access() -> Access:
+    """The process's credential checks and limits, made on first use like the service."""
+    global _access
+    if _access is None:
+        with _lock:
+            if _access is None:
+                _access = make_access(current_settings())
+    return _access
+
+
+_limiters: dict = {}
+
+
+def get_limiter(settings: Settings) -> Limiter:
+    """One limiter (and limit-store client) per process and settings."""
+    key = (settings.mongo_uri, settings.mongo_db, str(settings.data_dir))
+    limiter = _limiters.get(key)
+    if limiter is None:
+        limiter = _limiters.setdefault(key, Limiter(make_limit_store(settings)))
+    return limiter
+
+
+def make_access(settings: Settings, mongo_client=None) -> Access:
+    if settings.mongo_uri or mongo_client is not None:
+        import pymongo
+
+        client = mongo_client or pymongo.MongoClient(
+            settings.mongo_uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=int(settings.store_timeout * 1000),
+            connect=False,
+        )
+        keys = MongoKeyStore(client, settings.mongo_db)
+    else:
+        keys = SqliteKeyStore(settings.data_dir / "access.db", timeout=settings.store_timeout)
+    issuer = None
+    if settings.auth_jwks_url:
+        from common.auth.jwt_issuer import IssuerTokens
+
+        issuer = IssuerTokens(
+            settings.auth_jwt_issuer, settings.auth_jwt_audience, settings.auth_jwks_url
+        )
+    return Access(settings, keys, get_limiter(settings), issuer)
+
+
+def set_access(access: Access | None) -> None:
+    """Install credential checks built elsewhere (tests), or forget the current ones."""
+    global _access
+    with _lock:
+        _access = access
+
+
+def current_settings() -> Settings:
+    """The settings the service runs with: those of a service installed by `set_service`
+    (tests), else the process's own."""
+    service = _service
+    return service.settings if service is not None else get_settings()
+
+
 def set_service(service: NotificationService | None) -> None:
-    """Install a service built elsewhere (tests), or forget the current one."""
-    global _service, _in_process_delivery
+    """Install a service built elsewhere (tests), or forget the current one; the credential
+    checks are made again from its settings."""
+    global _service, _in_process_delivery, _access
     with _lock:
         _service = service
+        _access = None
         if service is not None:
             _in_process_delivery = True
 

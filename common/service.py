@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from common.admission import Admission
 from common.channels.base import Channel
 from common.config import Settings
 from common.delivery import Deliverer
@@ -32,13 +33,14 @@ class NotificationService:
         queue: NotificationQueue,
         channels: Mapping[str, Channel],
         clock: Callable[[], datetime] = utcnow,
+        admission: Admission | None = None,
     ):
         self.settings = settings
         self.store = store
         self.queue = queue
         self.channels = channels
         self.clock = clock
-        self.intake = Intake(settings, store, queue, clock)
+        self.intake = Intake(settings, store, queue, clock, admission)
         self.deliverer = Deliverer(settings, store, queue, channels, clock)
         self.recovery = Recovery(settings, store, queue, clock)
 

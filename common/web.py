@@ -22,7 +22,7 @@ from werkzeug.exceptions import NotFound as NoSuchFile
 
 from common import web_csrf
 from common.errors import NotFound, ServiceError, ValidationError
-from common.http import body_limit
+from common.http import SESSION_COOKIE, body_limit
 from common.lifecycle import RETRYABLE_BY_HAND
 from common.model import (
     EMAIL,
@@ -37,7 +37,7 @@ from common.model import (
     STATUSES,
     TYPES,
 )
-from common.runtime import get_service
+from common.runtime import current_settings, get_access
 from common.web_forms import MAX_FORM_FIELDS
 
 log = logging.getLogger("notifications.web")
@@ -144,14 +144,37 @@ def _html(body: str, status: int) -> flask.Response:
     return response
 
 
+def csrf_secret() -> str:
+    return get_access().csrf_secret
+
+
+def csrf_binding(request: flask.Request) -> tuple[str, bool]:
+    """What this browser's form tokens are tied to: (its session id, True) once logged in,
+    else (its CSRF cookie's value, False)."""
+    session_id = get_access().session_id(request.cookies.get(SESSION_COOKIE))
+    if session_id:
+        return session_id, True
+    return web_csrf.cookie_value(request), False
+
+
+def verify_csrf(request: flask.Request) -> None:
+    binding, logged_in = csrf_binding(request)
+    if not logged_in and web_csrf.COOKIE_NAME not in request.cookies:
+        raise web_csrf.CsrfRejected("the form's security cookie is missing")
+    web_csrf.verify(request, binding, csrf_secret(), current_settings().session_seconds)
+
+
 def render(request: flask.Request, template: str, status: int = 200, **context: Any):
-    """A page, with the CSRF token its forms carry and the cookie that token must match."""
-    value = web_csrf.cookie_value(request)
-    token = web_csrf.form_token(value, get_service().settings.csrf_secret)
+    """A page, with the CSRF token its forms carry (tied to the session, or before login to
+    a cookie that this reply sets)."""
+    binding, logged_in = csrf_binding(request)
+    token = web_csrf.form_token(binding, csrf_secret())
     context.setdefault("active", "")
+    context.setdefault("logged_in", logged_in)
     page = environment().get_template(template).render(csrf_token=token, **context)
     response = _html(page, status)
-    web_csrf.set_cookie(response, value, secure=request.is_secure)
+    if not logged_in:
+        web_csrf.set_cookie(response, binding, secure=request.is_secure)
     return response
 
 
@@ -160,9 +183,38 @@ def error_page(status: int, title: str, detail: str) -> flask.Response:
     body = (
         environment()
         .get_template("error.html")
-        .render(status=status, title=title, detail=detail, active="", csrf_token="")
+        .render(
+            status=status,
+            title=title,
+            detail=detail,
+            active="",
+            csrf_token="",
+            logged_in=False,
+        )
     )
     return _html(body, status)
+
+
+def local_path(text: str | None) -> str:
+    """Where to go after login: a path on this site only (never `//host` or a URL)."""
+    if not text or not text.startswith("/") or text.startswith(("//", "/\\")):
+        return "/"
+    if any(ord(c) < 32 for c in text) or len(text) > 2000:
+        return "/"
+    return text
+
+
+def refused_page(request: flask.Request, error: ServiceError) -> flask.Response:
+    """A page request refused for its credential: to the login page when there is none."""
+    if error.http_status == 401 and request.method in ("GET", "HEAD"):
+        target = request.full_path if request.query_string else request.path
+        return redirect(f"/login?{urlencode({'next': target})}")
+    titles = {401: "Please log in", 403: "Not allowed", 429: "Too many attempts"}
+    response = error_page(
+        error.http_status, titles.get(error.http_status, "Refused"), error.message
+    )
+    response.headers.update(getattr(error, "headers", {}))
+    return response
 
 
 def too_large_page(message: str) -> flask.Response:

@@ -1,12 +1,12 @@
-"""Stateless CSRF protection for the web forms: a signed double-submit token.
+"""CSRF protection for the web forms: a signed, expiring token tied to the session.
 
-A random value lives in a cookie (HttpOnly, SameSite=Strict); every form carries that value
-with an HMAC of it. A POST passes only when the form's value equals the cookie's and the
-signature is ours: another site can neither read the cookie nor forge the signature.
+Every form carries a token signed with our key over the session's id (after login) or over a
+random value kept in an HttpOnly, SameSite=Strict cookie (the login form, before there is a
+session). A POST passes only when the token is ours, has not expired, and names the session
+(or cookie) of the browser that sends it: another site can neither read these nor forge the
+signature, and a token from an ended session is worthless.
 
-The key is CSRF_SECRET, or a random key made once per process. Several processes (workers,
-instances) behind one address must share CSRF_SECRET, or a form served by one is refused by
-another.
+The key is CSRF_SECRET, else the token-signing secret (AUTH_SECRET or DATA_DIR/auth.secret).
 """
 
 from __future__ import annotations
@@ -15,34 +15,18 @@ import hashlib
 import hmac
 import re
 import secrets
-import threading
 
 import flask
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 COOKIE_NAME = "notify_csrf"
 FIELD_NAME = "csrf_token"
 VALUE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32,64}$")
-
-_lock = threading.Lock()
-_process_key: bytes | None = None
+SALT = "notification-service.csrf"
 
 
 class CsrfRejected(Exception):
-    """The POST did not carry a token matching the cookie: answer 403, change nothing."""
-
-
-def _key(secret: str | None) -> bytes:
-    global _process_key
-    if secret:
-        return hashlib.sha256(secret.encode()).digest()
-    with _lock:
-        if _process_key is None:
-            _process_key = secrets.token_bytes(32)
-        return _process_key
-
-
-def _sign(value: str, secret: str | None) -> str:
-    return hmac.new(_key(secret), value.encode(), hashlib.sha256).hexdigest()
+    """The POST did not carry a valid token for this session: answer 403, change nothing."""
 
 
 def cookie_value(request: flask.Request) -> str:
@@ -54,9 +38,13 @@ def cookie_value(request: flask.Request) -> str:
     return current if VALUE_PATTERN.match(current) else secrets.token_urlsafe(32)
 
 
-def form_token(value: str, secret: str | None) -> str:
-    """What a form carries for the cookie `value`: the value and its signature."""
-    return f"{value}.{_sign(value, secret)}"
+def _digest(binding: str) -> str:
+    return hashlib.sha256(f"csrf:{binding}".encode()).hexdigest()[:32]
+
+
+def form_token(binding: str, secret: str) -> str:
+    """What a form carries for the session (or cookie value) `binding`."""
+    return URLSafeTimedSerializer(secret, salt=SALT).dumps(_digest(binding))
 
 
 def set_cookie(response: flask.Response, value: str, secure: bool) -> None:
@@ -65,13 +53,20 @@ def set_cookie(response: flask.Response, value: str, secure: bool) -> None:
     )
 
 
-def verify(request: flask.Request, secret: str | None) -> None:
-    """Raise CsrfRejected unless the form's token matches the cookie and carries our signature."""
-    cookie = request.cookies.get(COOKIE_NAME, "")
-    value, _, signature = request.form.get(FIELD_NAME, "").partition(".")
-    if not (cookie and value and signature):
+def verify(request: flask.Request, binding: str, secret: str, max_age: float) -> None:
+    """Raise CsrfRejected unless the form's token is ours, fresh, and for `binding`."""
+    check_token(request.form.get(FIELD_NAME, ""), binding, secret, max_age)
+
+
+def check_token(token: str, binding: str, secret: str, max_age: float) -> None:
+    """Raise CsrfRejected unless `token` is ours, fresh, and for `binding`."""
+    if not token or not binding:
         raise CsrfRejected("the form's security token or cookie is missing")
-    same_value = hmac.compare_digest(cookie.encode(), value.encode())
-    signed_by_us = hmac.compare_digest(signature.encode(), _sign(value, secret).encode())
-    if not (same_value and signed_by_us):
-        raise CsrfRejected("the form's security token does not match")
+    try:
+        signed = URLSafeTimedSerializer(secret, salt=SALT).loads(token, max_age=int(max_age))
+    except SignatureExpired:
+        raise CsrfRejected("the form's security token has expired") from None
+    except BadSignature:
+        raise CsrfRejected("the form's security token is not ours") from None
+    if not isinstance(signed, str) or not hmac.compare_digest(signed, _digest(binding)):
+        raise CsrfRejected("the form's security token belongs to another session")

@@ -9,6 +9,8 @@ from dataclasses import asdict
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
+from common.auth.principal import ADMIN
+from common.auth.rules import needs
 from common.http import Router, json_response
 from common.runtime import get_service, require_valid_settings
 
@@ -21,7 +23,7 @@ def cron_retry_sweep(cloud_event):
     get_service().sweep()
 
 
-@router.route("/sweep", methods=("POST",))
+@router.route("/sweep", methods=("POST",), access=needs(ADMIN))
 def sweep(request):
     report = get_service().sweep()
     return json_response(asdict(report))

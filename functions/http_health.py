@@ -7,18 +7,20 @@
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
+from common.auth.principal import READ
+from common.auth.rules import OPEN, needs
 from common.health import readiness
 from common.http import Router, json_response
 
 router = Router()
 
 
-@router.route("/healthz", methods=("GET",))
+@router.route("/healthz", methods=("GET",), access=OPEN)
 def healthz(request):
     return json_response({"status": "ok"})
 
 
-@router.route("/readyz", methods=("GET",))
+@router.route("/readyz", methods=("GET",), access=needs(READ))
 def readyz(request):
     report = readiness()
     return json_response(report, 200 if report["ready"] else 503)

@@ -3,8 +3,10 @@
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
+from common.auth.principal import READ, RETRY
+from common.auth.rules import needs, owner_check
 from common.errors import UnsupportedMediaType
-from common.http import FORM_CONTENT_TYPES, Router, json_response
+from common.http import FORM_CONTENT_TYPES, Router, json_response, principal_of
 from common.runtime import get_service, require_valid_settings
 from common.user_ids import check_user_id
 
@@ -12,7 +14,7 @@ require_valid_settings(accepts_notifications=True)
 router = Router()
 
 
-@router.route("/users/<user_id>/notifications", methods=("GET",))
+@router.route("/users/<user_id>/notifications", methods=("GET",), access=needs(READ, own_user=True))
 def list_for_user(request, user_id):
     check_user_id(user_id)  # no notification can belong to an id that breaks the rule
     page = get_service().list_for_user(
@@ -32,12 +34,16 @@ def list_for_user(request, user_id):
     )
 
 
-@router.route("/notifications/<notification_id>", methods=("GET",))
+@router.route(
+    "/notifications/<notification_id>", methods=("GET",), access=needs(READ, user_resource=True)
+)
 def get_one(request, notification_id):
-    return json_response(get_service().get(notification_id).to_dict())
+    notification = get_service().get(notification_id)
+    owner_check(principal_of(request), notification.user_id)
+    return json_response(notification.to_dict())
 
 
-@router.route("/notifications/<notification_id>/retry", methods=("POST",))
+@router.route("/notifications/<notification_id>/retry", methods=("POST",), access=needs(RETRY))
 def retry(request, notification_id):
     _refuse_a_form_body(request)
     notification = get_service().retry(notification_id)

@@ -12,6 +12,7 @@ import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import flask
 import functions_framework
 
+from common.auth.rules import OPEN
 from common.http import Router
 
 router = Router()
@@ -34,7 +35,7 @@ def openapi_document() -> bytes:
     return _document
 
 
-@router.route("/openapi.json", methods=("GET",))
+@router.route("/openapi.json", methods=("GET",), access=OPEN)
 def openapi(request):
     return flask.Response(
         openapi_document(),

@@ -3,6 +3,8 @@
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
+from common.auth.principal import READ
+from common.auth.rules import needs
 from common.http import Router, json_response
 from common.runtime import get_service, require_valid_settings
 
@@ -10,7 +12,7 @@ require_valid_settings()
 router = Router()
 
 
-@router.route("/stats", methods=("GET",))
+@router.route("/stats", methods=("GET",), access=needs(READ))
 def stats(request):
     return json_response(get_service().stats())
 

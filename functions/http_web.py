@@ -7,22 +7,32 @@ JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
-from common import web_csrf
-from common.errors import Conflict, Unavailable, ValidationError
-from common.http import Router
+from common.auth.rules import OPEN
+from common.errors import (
+    Conflict,
+    Forbidden,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+from common.http import SESSION_COOKIE, Router, client_address
 from common.model import user_id_problem
-from common.runtime import get_service, require_valid_settings
+from common.runtime import current_settings, get_access, get_service, require_valid_settings
 from common.web import (
     error_page,
+    local_path,
     page,
     read_form,
     redirect,
+    refused_page,
     render,
     share_static_folder,
     static_file,
     stats_view,
     too_large_page,
     user_url,
+    verify_csrf,
 )
 from common.web_forms import TYPE_CHOICES, SendForm
 from common.web_listing import (
@@ -37,11 +47,56 @@ share_static_folder()
 router = Router(
     not_found=lambda: error_page(404, "Not found", "There is no page here."),
     too_large=too_large_page,
+    refused=refused_page,
+    sessions=True,
 )
 
 
 def _verify_csrf(request) -> None:
-    web_csrf.verify(request, get_service().settings.csrf_secret)
+    verify_csrf(request)
+
+
+def _login_page(request, status=200, error=None, next_path="/", retry_after=None):
+    response = render(request, "login.html", status, error=error, next_path=next_path)
+    if retry_after:
+        response.headers["Retry-After"] = retry_after
+    return response
+
+
+@router.route("/login", methods=("GET", "POST"), access=OPEN)
+@page
+def login(request):
+    next_path = local_path(request.values.get("next"))
+    if request.method == "GET":
+        return _login_page(request, next_path=next_path)
+    posted = read_form(request)
+    _verify_csrf(request)
+    try:
+        cookie, _ = get_access().log_in(posted.get("api_key", ""), client_address(request))
+    except (Unauthorized, Forbidden, TooManyRequests) as error:
+        retry_after = getattr(error, "headers", {}).get("Retry-After")
+        return _login_page(request, error.http_status, error.message, next_path, retry_after)
+    response = redirect(next_path)
+    response.set_cookie(
+        SESSION_COOKIE,
+        cookie,
+        max_age=int(current_settings().session_seconds),
+        httponly=True,
+        samesite="Strict",
+        secure=request.is_secure,
+        path="/",
+    )
+    return response
+
+
+@router.route("/logout", methods=("POST",), access=OPEN)
+@page
+def logout(request):
+    read_form(request)
+    _verify_csrf(request)
+    response = redirect("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
+    return response
 
 
 @router.route("/", methods=("GET",))
@@ -133,7 +188,7 @@ def dashboard(request):
     )
 
 
-@router.route("/static/<path:name>", methods=("GET",))
+@router.route("/static/<path:name>", methods=("GET",), access=OPEN)
 def static(request, name):
     return static_file(name)
 

@@ -7,8 +7,14 @@ import uuid
 
 import pytest
 
-from common.config import load_settings
-from common.store.sqlite import SqliteStore
+from tests.support.auth import ADMIN_KEY
+
+# The tests' admin credential, before any settings are read: every service a test builds from
+# the environment, and every child process that inherits it, accepts ADMIN_HEADERS.
+os.environ["ADMIN_API_KEY"] = ADMIN_KEY
+
+from common.config import load_settings  # noqa: E402
+from common.store.sqlite import SqliteStore  # noqa: E402
 
 # The real SMTP server and the Twilio-compatible endpoint, for every test module.
 pytest_plugins = ["tests.support.fixtures"]
@@ -63,6 +69,7 @@ def settings_env(tmp_path):
         "SWEEP_INTERVAL": "0.2",
         "PENDING_GRACE_SECONDS": "0.5",
         "LEASE_SECONDS": "5",
+        "ADMIN_API_KEY": ADMIN_KEY,
     }
 
 

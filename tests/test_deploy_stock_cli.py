@@ -33,6 +33,7 @@ import requests
 from common.model import FAILED_PERMANENTLY, QUEUED, RETRY_SCHEDULED, SENT, Notification, utcnow
 from common.queue.base import encode_message
 from common.store.sqlite import SqliteStore
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY, admin_session
 from tests.support.runner import SERVICE_VARIABLES, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +45,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 class StockFunction(str):
-    """The function's base URL (a str), with its process and what it logged."""
+    """The function's base URL (a str), with its process, what it logged, and `http`: a
+    requests.Session that sends ADMIN_HEADERS, closed before the function stops."""
 
     process: subprocess.Popen
     log_path: Path
+    http: requests.Session
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -66,7 +69,7 @@ def _wait_until_answering(url: StockFunction, timeout: float) -> None:
                 f"the function exited with code {url.process.returncode}:\n{url.log()[-4000:]}"
             )
         try:
-            requests.get(url, timeout=1)  # any HTTP answer (404, 405) means it is serving
+            url.http.get(url, timeout=1)  # any HTTP answer (404, 405) means it is serving
             return
         except requests.ConnectionError:
             time.sleep(0.1)
@@ -100,7 +103,8 @@ def stock_function(
     """Run functions/<source> with the stock CLI from the repository root; yield its base URL.
 
     The child gets only `env` on top of a clean environment (no service setting of the test
-    process, no .env file). `module_entry` runs `python -m functions_framework` instead.
+    process, no .env file), and the tests' ADMIN_API_KEY unless `env` has its own.
+    `module_entry` runs `python -m functions_framework` instead.
     """
     port = free_port()
     command = [sys.executable, "-m", "functions_framework"] if module_entry else [STOCK_CLI]
@@ -118,11 +122,12 @@ def stock_function(
     child_env = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     # PYTHONPATH is cleared: the function must find `common` by itself, as it must when deployed.
     child_env.pop("PYTHONPATH", None)
-    child_env.update(ENV_FILE=os.devnull, PYTHONUNBUFFERED="1")
+    child_env.update(ENV_FILE=os.devnull, PYTHONUNBUFFERED="1", ADMIN_API_KEY=ADMIN_KEY)
     child_env.update({k: str(v) for k, v in env.items()})
     log_file = tempfile.NamedTemporaryFile(prefix=f"{target}-", suffix=".log", delete=False)
     url = StockFunction(f"http://127.0.0.1:{port}")
     url.log_path = Path(log_file.name)
+    url.http = admin_session()
     url.process = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -138,6 +143,7 @@ def stock_function(
         sys.stderr.write(f"--- {target} log ---\n{url.log()[-8000:]}\n")
         raise
     finally:
+        url.http.close()  # no idle keep-alive connection left open while it stops
         _stop(url.process)
         log_file.close()
         url.log_path.unlink(missing_ok=True)
@@ -169,6 +175,7 @@ def stored(store: SqliteStore, status: str = QUEUED, **fields) -> Notification:
 def binary_event(url: str, data: bytes, **attributes: str) -> requests.Response:
     """A CloudEvent in binary mode: attributes in ce-* headers, data as the body."""
     headers = {
+        **ADMIN_HEADERS,
         "ce-specversion": "1.0",
         "ce-type": "dev.knative.rabbitmq.event",
         "ce-source": "/apis/v1/namespaces/default/rabbitmqsources/notifications",
@@ -187,7 +194,7 @@ def binary_event(url: str, data: bytes, **attributes: str) -> requests.Response:
 def structured_event(url: str, event: dict | bytes) -> requests.Response:
     """A CloudEvent in structured mode: the whole event as one JSON document."""
     body = event if isinstance(event, bytes) else json.dumps(event).encode()
-    headers = {"Content-Type": "application/cloudevents+json"}
+    headers = {**ADMIN_HEADERS, "Content-Type": "application/cloudevents+json"}
     return requests.post(url, data=body, headers=headers, timeout=30)
 
 
@@ -285,7 +292,7 @@ def test_queue_deliver_answers_a_malformed_event_with_a_4xx_and_changes_nothing(
             elif "structured" in how:
                 reply = structured_event(url, how["structured"])
             else:
-                reply = requests.post(url, data=how["plain"], timeout=30)
+                reply = url.http.post(url, data=how["plain"], timeout=30)
             assert 400 <= reply.status_code < 500, f"{problem}: {reply.status_code} {reply.text}"
             if "data" in problem or "notification_id" in problem:
                 # A well-formed event with bad data: queue_deliver names the problem in JSON.
@@ -294,7 +301,7 @@ def test_queue_deliver_answers_a_malformed_event_with_a_4xx_and_changes_nothing(
                 # A broken envelope: functions-framework refuses it before the function runs.
                 assert reply.text.strip(), f"{problem}: the 4xx says nothing"
             assert store.get(notification.id).to_dict() == before, problem
-        assert requests.get(url, timeout=30).status_code == 405
+        assert url.http.get(url, timeout=30).status_code == 405
         assert store.get(notification.id).to_dict() == before
         assert url.sent_lines(notification.id) == 0
 
@@ -326,7 +333,7 @@ def test_cron_retry_sweep_requeues_due_retries_on_rabbitmq(
         "cron_retry_sweep.py", "cron_retry_sweep", env, signature_type="cloudevent"
     ) as url:
         # Not a CloudEvent at all: refused, nothing queued.
-        reply = requests.post(url, data=b"tick", headers={"Content-Type": "text/plain"})
+        reply = url.http.post(url, data=b"tick", headers={"Content-Type": "text/plain"})
         assert 400 <= reply.status_code < 500 and reply.text.strip()
         assert store.get(first.id).status == RETRY_SCHEDULED
 
@@ -382,14 +389,14 @@ def test_http_retry_sweep_is_the_same_sweep_for_a_plain_http_scheduler(
     due = _due_retry(store)
     env = broker_env(data_dir, rabbit_url, queue_names)
     with stock_function("cron_retry_sweep.py", "http_retry_sweep", env) as url:
-        reply = requests.post(f"{url}/sweep", timeout=30)
+        reply = url.http.post(f"{url}/sweep", timeout=30)
         assert reply.status_code == 200 and reply.json() == {
             "requeued": 1,
             "publish_failed": 0,
             "dead_letters": 0,
         }
         assert store.get(due.id).status == QUEUED
-        assert requests.get(f"{url}/sweep", timeout=30).status_code == 405
+        assert url.http.get(f"{url}/sweep", timeout=30).status_code == 405
 
 
 # -- the HTTP functions ------------------------------------------------------------------------
@@ -406,18 +413,18 @@ def test_http_send_alone_stores_and_publishes_to_rabbitmq(data_dir, store, rabbi
     with stock_function("http_send.py", "http_send", env) as url:
         payload = {"user_id": "u1", "notification_type": "sms", "message": "hi"}
         payload["phone"] = "+1 (415) 555-0123"
-        reply = requests.post(f"{url}/notifications", json=payload, timeout=30)
+        reply = url.http.post(f"{url}/notifications", json=payload, timeout=30)
         assert reply.status_code == 201, reply.text
         created = reply.json()
         assert created["status"] == QUEUED and reply.headers["Location"].endswith(created["id"])
         assert store.get(created["id"]).phone == "+14155550123"
         assert rabbit_messages(rabbit_url, queue) == [{"notification_id": created["id"]}]
 
-        bad = requests.post(f"{url}/notifications", json={"user_id": "u1"}, timeout=30)
+        bad = url.http.post(f"{url}/notifications", json={"user_id": "u1"}, timeout=30)
         assert bad.status_code == 400 and "message" in bad.json()["fields"]
         # Only its own routes: reading is another function's job.
-        assert requests.get(f"{url}/notifications/{created['id']}").status_code == 404
-        assert requests.get(f"{url}/notifications").status_code == 405
+        assert url.http.get(f"{url}/notifications/{created['id']}").status_code == 404
+        assert url.http.get(f"{url}/notifications").status_code == 405
 
 
 @pytest.mark.parametrize(
@@ -445,28 +452,28 @@ def test_http_notifications_alone_lists_reads_and_retries(data_dir, store, rabbi
     stored(store, status=SENT, user_id="reader")
     env = broker_env(data_dir, rabbit_url, queue_names)
     with stock_function("http_notifications.py", "http_notifications", env) as url:
-        page = requests.get(f"{url}/users/reader/notifications?limit=1", timeout=30).json()
+        page = url.http.get(f"{url}/users/reader/notifications?limit=1", timeout=30).json()
         assert page["count"] == 1 and page["next_cursor"]
-        rest = requests.get(
+        rest = url.http.get(
             f"{url}/users/reader/notifications",
             params={"limit": 1, "cursor": page["next_cursor"]},
             timeout=30,
         ).json()
         assert rest["count"] == 1 and rest["next_cursor"] is None
         assert (
-            requests.get(f"{url}/notifications/{failed.id}").json()["status"] == FAILED_PERMANENTLY
+            url.http.get(f"{url}/notifications/{failed.id}").json()["status"] == FAILED_PERMANENTLY
         )
-        retried = requests.post(f"{url}/notifications/{failed.id}/retry", timeout=30)
+        retried = url.http.post(f"{url}/notifications/{failed.id}/retry", timeout=30)
         assert retried.status_code == 202 and retried.json()["status"] == QUEUED
         assert store.get(failed.id).status == QUEUED
-        assert requests.post(f"{url}/notifications/{failed.id}/retry").status_code == 409
+        assert url.http.post(f"{url}/notifications/{failed.id}/retry").status_code == 409
 
 
 def test_http_stats_alone_counts_the_store(data_dir, store):
     stored(store)
     stored(store, status=SENT, notification_type="email", email="a@b.co")
     with stock_function("http_stats.py", "http_stats", {"DATA_DIR": data_dir}) as url:
-        stats = requests.get(f"{url}/stats", timeout=30).json()
+        stats = url.http.get(f"{url}/stats", timeout=30).json()
         assert stats["total"] == 2
         assert stats["by_status"][QUEUED] == 1 and stats["by_status"][SENT] == 1
         assert stats["by_type"] == {"email": 1, "sms": 0, "in_app": 1}
@@ -475,21 +482,21 @@ def test_http_stats_alone_counts_the_store(data_dir, store):
 def test_http_health_alone_answers_liveness_and_readiness(data_dir, store, rabbit_url, queue_names):
     env = broker_env(data_dir, rabbit_url, queue_names)
     with stock_function("http_health.py", "http_health", env) as url:
-        assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
-        ready = requests.get(f"{url}/readyz", timeout=30)
+        assert url.http.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
+        ready = url.http.get(f"{url}/readyz", timeout=30)
         assert ready.status_code == 200, ready.text
         checks = ready.json()["checks"]
         assert checks["store"]["ok"] and checks["queue"]["ok"] and "consumer" not in checks
     unreachable = {**env, "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"}
     with stock_function("http_health.py", "http_health", unreachable) as url:
-        ready = requests.get(f"{url}/readyz", timeout=30)
+        ready = url.http.get(f"{url}/readyz", timeout=30)
         assert ready.status_code == 503 and not ready.json()["checks"]["queue"]["ok"]
         assert "guest" not in ready.text  # no credentials in the answer
 
 
 def test_http_openapi_alone_serves_the_document():
     with stock_function("http_openapi.py", "http_openapi", {}) as url:
-        reply = requests.get(f"{url}/openapi.json", timeout=30)
+        reply = url.http.get(f"{url}/openapi.json", timeout=30)
         assert reply.status_code == 200 and reply.headers["Content-Type"] == "application/json"
         assert reply.json() == json.loads((ROOT / "openapi.json").read_text())
 
@@ -499,7 +506,7 @@ def test_http_web_alone_serves_pages_static_files_and_the_form(
 ):
     env = broker_env(data_dir, rabbit_url, queue_names)
     with stock_function("http_web.py", "http_web", env) as url:
-        session = requests.Session()
+        session = admin_session()
         assert "text/html" in session.get(f"{url}/", timeout=30).headers["Content-Type"]
         assert session.get(f"{url}/static/app.css", timeout=30).status_code == 200
         form = session.get(f"{url}/send-notification", timeout=30).text
@@ -536,4 +543,4 @@ def test_python_m_functions_framework_from_the_root_runs_a_function_too(data_dir
     with stock_function(
         "http_stats.py", "http_stats", {"DATA_DIR": data_dir}, module_entry=True
     ) as url:
-        assert requests.get(f"{url}/stats", timeout=30).json()["by_status"][SENT] == 1
+        assert url.http.get(f"{url}/stats", timeout=30).json()["by_status"][SENT] == 1

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fake_twilio import SLOW, FakeTwilio
 from tests.support.fixtures import unused_port
 from tests.support.rabbit_node import RabbitNode, private_broker_fixture  # noqa: F401
@@ -39,7 +40,6 @@ FAST_BOUND = 0.5  # requests that touch no broker
 DELIVERY_BOUND = 20.0  # what was accepted is delivered this long after the broker is back
 SETTLE_SECONDS = 1.5  # after the last expected delivery, wait this long for a duplicate
 MARKER = re.compile(r"\[(fault-[0-9a-f]{12})\]")
-ADMIN_KEY = "fault-suite-admin-key"
 
 
 # -- counting what the peers received -------------------------------------------------------
@@ -154,7 +154,7 @@ def post(base: str, kind: str, timeout: float = 10.0) -> tuple[requests.Response
     reply = requests.post(
         f"{base}/notifications",
         json=payload(kind, marker),
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        headers=ADMIN_HEADERS,
         timeout=timeout,
     )
     return reply, marker, time.monotonic() - started
@@ -180,9 +180,7 @@ def mixed(count: int) -> list[str]:
 
 
 def get_json(base: str, path: str, timeout: float = 10.0) -> dict:
-    reply = requests.get(
-        f"{base}{path}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=timeout
-    )
+    reply = requests.get(f"{base}{path}", headers=ADMIN_HEADERS, timeout=timeout)
     return reply.json()
 
 
@@ -205,7 +203,7 @@ def assert_all_sent(base: str, ids: list[str]) -> None:
 
 def timed_get(base: str, path: str) -> float:
     started = time.monotonic()
-    reply = requests.get(f"{base}{path}", timeout=10)
+    reply = requests.get(f"{base}{path}", headers=ADMIN_HEADERS, timeout=10)
     assert reply.status_code == 200, f"{path}: {reply.status_code}"
     return time.monotonic() - started
 
@@ -278,6 +276,11 @@ def fault_env_fixture(
         "RETRY_SCHEDULE": "0.5,0.5,1,1,2",
         "RETRY_JITTER": "0.1",
         "ADMIN_API_KEY": ADMIN_KEY,
+        # These tests send hundreds to one address as fast as they can, to count deliveries
+        # per notification under faults: the abuse limits (tests/test_access*.py) are off.
+        "SEND_RATE_LIMIT": "0",
+        "SMS_PER_RECIPIENT_PER_HOUR": "0",
+        "EMAIL_PER_RECIPIENT_PER_HOUR": "0",
         **smtp_server.env(),
         "MAIL_TIMEOUT": "15",  # longer than any delay a test gives the SMTP server
         **fake_twilio.env(),
@@ -400,9 +403,7 @@ def wave_of_sends(base: str, peers: Peers, callers: int) -> tuple[list[Accepted]
 
 def timed_json(base: str, path: str) -> tuple[int, dict, float]:
     started = time.monotonic()
-    reply = requests.get(
-        f"{base}{path}", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10
-    )
+    reply = requests.get(f"{base}{path}", headers=ADMIN_HEADERS, timeout=10)
     return reply.status_code, reply.json(), time.monotonic() - started
 
 

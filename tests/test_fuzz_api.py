@@ -31,6 +31,7 @@ from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.states import make_failed, make_retry_scheduled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +57,9 @@ class Fuzzed:
     """The runner's app on a store of its own, seeded with notifications the fuzz must not touch."""
 
     def __init__(self, data_dir):
-        settings_ = load_settings({"DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING"})
+        settings_ = load_settings(
+            {"DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": ADMIN_KEY}
+        )
         self.store = SqliteStore(data_dir / "notifications.db")
         self.service = NotificationService(
             settings_, self.store, MemoryQueue(), make_channels(settings_)
@@ -156,7 +159,7 @@ def test_no_input_breaks_the_api(fuzzed, label, mode):
         suppress_health_check=list(HealthCheck),
     )
     def fuzz(case):
-        response = case.call()
+        response = case.call(headers=ADMIN_HEADERS)  # the admin's key on every generated call
         fuzzed.record(case, response)
         checks = CHECKS
         if (case.query and case.query.get("cursor")) or _carries_idempotency_key(case):

@@ -7,7 +7,6 @@ routing, validation and error replies are those a user sees.
 from __future__ import annotations
 
 import pytest
-from werkzeug.test import Client
 
 from common.channels import make_channels
 from common.hosting import FunctionRouter
@@ -15,6 +14,7 @@ from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from tests.support.auth import ADMIN_KEY, AuthClient, auth_test_client
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def service(settings):
 
 @pytest.fixture
 def client(router, service):
-    return Client(router)
+    return AuthClient(router)
 
 
 def post(client, path, json=None, data=None, headers=None):
@@ -212,8 +212,6 @@ def test_a_store_outage_on_a_read_is_a_503(client, service):
 
 
 def test_an_unreachable_mongodb_is_a_503_not_a_crash(tmp_path, monkeypatch, router):
-    from werkzeug.test import Client
-
     from common.config import reset_settings
 
     set_service(None)
@@ -221,7 +219,7 @@ def test_an_unreachable_mongodb_is_a_503_not_a_crash(tmp_path, monkeypatch, rout
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     reset_settings()
     try:
-        reply = Client(router).get("/stats")
+        reply = AuthClient(router).get("/stats")
         assert reply.status_code == 503 and "store" in reply.get_json()["error"]
     finally:
         reset_settings()
@@ -260,7 +258,7 @@ def test_a_path_functions_framework_cannot_route_still_gets_a_json_404():
     app = functions_framework.create_app(
         "http_notifications", "functions/http_notifications.py", "http"
     )
-    reply = app.test_client().get("/users/a%0Ab/notifications")
+    reply = auth_test_client(app).get("/users/a%0Ab/notifications")
     assert reply.status_code == 404 and reply.get_json() == {"error": "no route for this path"}
 
 
@@ -442,7 +440,7 @@ def test_every_405_names_the_allowed_methods_in_an_allow_header(client, router):
     assert reply.status_code == 405 and reply.headers["Allow"] == "POST"
     assert "error" in reply.get_json()
     # A function's own Router answers the same when called without the runner in front.
-    alone = Client(router.apps["http_send"])
+    alone = AuthClient(router.apps["http_send"])
     reply = alone.get("/notifications")
     assert reply.status_code == 405 and reply.headers["Allow"] == "POST"
 
@@ -461,7 +459,8 @@ def test_the_running_service_refuses_a_huge_declared_body_without_waiting_for_it
             started = time.monotonic()
             sock.sendall(
                 b"POST /notifications HTTP/1.1\r\nHost: localhost\r\n"
-                b'Content-Type: application/json\r\nContent-Length: 52428800\r\n\r\n{"user'
+                + f"Authorization: Bearer {ADMIN_KEY}\r\n".encode()
+                + b'Content-Type: application/json\r\nContent-Length: 52428800\r\n\r\n{"user'
             )
             received = b""
             while b"\r\n\r\n" not in received or not received.rstrip().endswith(b"}"):

@@ -18,7 +18,6 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
-from werkzeug.test import Client
 
 from common.channels import make_channels
 from common.config import load_settings
@@ -27,6 +26,7 @@ from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from tests.support.auth import ADMIN_KEY, AuthClient
 from tests.support.states import make_failed, make_retry_scheduled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +66,12 @@ def documented_operations() -> set[tuple[str, str, str]]:
 def api(tmp_path_factory):
     """The runner's own WSGI app (every HTTP function) on a store of its own."""
     data_dir = tmp_path_factory.mktemp("openapi-data")
-    settings = load_settings({"DATA_DIR": str(data_dir)})
+    settings = load_settings({"DATA_DIR": str(data_dir), "ADMIN_API_KEY": ADMIN_KEY})
     store = SqliteStore(data_dir / "notifications.db")
     service = NotificationService(settings, store, MemoryQueue(), make_channels(settings))
     set_service(service)
     app = FunctionRouter()
-    yield Client(app), service, app
+    yield AuthClient(app), service, app
     set_service(None)
     store.close()
 

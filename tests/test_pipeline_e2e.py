@@ -11,6 +11,7 @@ import pika
 import pytest
 import requests
 
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.runner import running_service
 
 pytestmark = pytest.mark.rabbitmq
@@ -37,7 +38,8 @@ def env(tmp_path, rabbit_url, queue_names, smtp_server, fake_twilio):
 
 
 def send(base: str, **payload) -> dict:
-    reply = requests.post(f"{base}/notifications", json={"user_id": "u-e2e", **payload}, timeout=10)
+    body = {"user_id": "u-e2e", **payload}
+    reply = requests.post(f"{base}/notifications", json=body, headers=ADMIN_HEADERS, timeout=10)
     assert reply.status_code == 201, reply.text
     return reply.json()
 
@@ -46,7 +48,9 @@ def wait_for_status(base: str, notification_id: str, wanted: str, timeout: float
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
-        current = requests.get(f"{base}/notifications/{notification_id}", timeout=10).json()
+        current = requests.get(
+            f"{base}/notifications/{notification_id}", headers=ADMIN_HEADERS, timeout=10
+        ).json()
         if not seen or seen[-1] != current["status"]:
             seen.append(current["status"])
         if current["status"] == wanted:
@@ -102,12 +106,13 @@ def test_a_failing_email_walks_the_schedule_into_the_dead_letter_queue_and_back(
         assert [d["id"] for d in dead_letters(rabbit_url, queue_names[1])] == [accepted["id"]]
 
         smtp_server.mode = "accept"
-        reply = requests.post(f"{base}/notifications/{accepted['id']}/retry", timeout=10)
+        retry = f"{base}/notifications/{accepted['id']}/retry"
+        reply = requests.post(retry, headers=ADMIN_HEADERS, timeout=10)
         assert reply.status_code == 202 and reply.json()["notification"]["retry_count"] == 0
         wait_for_status(base, accepted["id"], "sent")
-        again = requests.post(f"{base}/notifications/{accepted['id']}/retry", timeout=10)
+        again = requests.post(retry, headers=ADMIN_HEADERS, timeout=10)
         assert again.status_code == 409
-        stats = requests.get(f"{base}/stats", timeout=10).json()
+        stats = requests.get(f"{base}/stats", headers=ADMIN_HEADERS, timeout=10).json()
         assert stats["by_status"]["sent"] == 1 and stats["queue"]["messages"] == 0
     assert smtp_server.wait_for_messages(1)[0].message["To"] == "bob@example.com"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.fixtures import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("MAIL_", "TWILIO_"))}
+    full_env.update(ADMIN_API_KEY=ADMIN_KEY)
     full_env.update(env)
     return subprocess.run(
         [sys.executable, str(ROOT / "local_runner.py"), *args],
@@ -76,6 +78,7 @@ def serving(env: dict[str, str], cwd: Path):
     The test stops it (the stop is what some tests are about); a leftover is killed."""
     port = unused_port()
     full_env = {k: v for k, v in os.environ.items() if k != "RABBITMQ_URL"}
+    full_env.update(ADMIN_API_KEY=ADMIN_KEY)
     full_env.update(env)
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "local_runner.py"), "serve", "--port", str(port)],
@@ -90,7 +93,7 @@ def serving(env: dict[str, str], cwd: Path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                requests.get(f"{base}/stats", timeout=1)
+                requests.get(f"{base}/stats", headers=ADMIN_HEADERS, timeout=1)
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
@@ -107,6 +110,7 @@ def test_serve_stops_cleanly_on_a_signal(tmp_path, stop_signal):
         reply = requests.post(
             f"{base}/notifications",
             json={"user_id": "u1", "notification_type": "in_app", "message": "bye"},
+            headers=ADMIN_HEADERS,
             timeout=5,
         )
         assert reply.status_code == 201
@@ -124,11 +128,12 @@ def test_with_the_broker_down_sends_are_accepted_pending_and_logged_in_one_line(
         "RABBITMQ_URL": f"amqp://guest:guest@127.0.0.1:{unused_port()}/%2F",
     }
     with serving(env, tmp_path) as (process, base):
-        stats = requests.get(f"{base}/stats", timeout=5)
+        stats = requests.get(f"{base}/stats", headers=ADMIN_HEADERS, timeout=5)
         assert stats.json()["queue"] is None  # the depth is unknown, not zero
         reply = requests.post(
             f"{base}/notifications",
             json={"user_id": "u1", "notification_type": "in_app", "message": "later"},
+            headers=ADMIN_HEADERS,
             timeout=10,
         )
         assert reply.status_code == 201 and reply.json()["status"] == "pending"
@@ -154,8 +159,9 @@ def test_a_restart_with_the_in_process_queue_loses_nothing(tmp_path):
         deadline = time.monotonic() + 20
         status = None
         while time.monotonic() < deadline and status != "sent":
-            status = requests.get(f"{base}/notifications/{left_behind.id}", timeout=5).json()[
-                "status"
-            ]
+            reply = requests.get(
+                f"{base}/notifications/{left_behind.id}", headers=ADMIN_HEADERS, timeout=5
+            )
+            status = reply.json()["status"]
             time.sleep(0.1)
     assert status == "sent"

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import flask
 import functions_framework
 import pytest
 
@@ -23,6 +24,7 @@ from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY, auth_test_client
 from tests.support.runner import free_port
 from tests.support.states import make_failed, make_sent
 
@@ -56,7 +58,7 @@ def app():
 
 @pytest.fixture
 def client(app, service):
-    return app.test_client()
+    return auth_test_client(app)
 
 
 def form_fields(html: str) -> dict[str, str]:
@@ -169,15 +171,18 @@ def test_a_token_that_does_not_match_is_refused(app, client, service, tamper):
 
 def test_csrf_secret_signs_tokens_that_any_process_with_it_accepts(settings):
     token = web_csrf.form_token("v" * 43, "shared secret")
-    assert token == web_csrf.form_token("v" * 43, "shared secret")
-    assert token != web_csrf.form_token("v" * 43, "another secret")
-    assert token != web_csrf.form_token("v" * 43, None)  # the per-process key
+    app = flask.Flask(__name__)
+    with app.test_request_context("/", method="POST", data={"csrf_token": token}):
+        web_csrf.verify(flask.request, "v" * 43, "shared secret", 60)  # another process, same key
+        with pytest.raises(web_csrf.CsrfRejected):
+            web_csrf.verify(flask.request, "v" * 43, "another secret", 60)
+        with pytest.raises(web_csrf.CsrfRejected):
+            web_csrf.verify(flask.request, "w" * 43, "shared secret", 60)  # another browser
 
 
 def test_the_cookie_is_reused_so_that_two_open_forms_both_work(client, service):
     first = form_fields(client.get("/send-notification").text)
     second = form_fields(client.get("/send-notification").text)
-    assert first["csrf_token"] == second["csrf_token"]
     for hidden, message in ((first, "one"), (second, "two")):
         data = {**hidden, "user_id": "alice", "notification_type": "in_app", "message": message}
         assert client.post("/send-notification", data=data).status_code == 303
@@ -413,7 +418,7 @@ def test_the_dashboard_says_when_the_queue_depth_is_unknown(app, settings):
     service = make_service(settings, UnknownDepthQueue())
     set_service(service)
     try:
-        html = app.test_client().get("/dashboard").text
+        html = auth_test_client(app).get("/dashboard").text
     finally:
         set_service(None)
         service.store.close()
@@ -437,6 +442,7 @@ def test_http_web_runs_alone_under_the_stock_functions_framework_cli(tmp_path, r
         "DATA_DIR": str(tmp_path),
         "ENV_FILE": os.devnull,
         "RABBITMQ_URL": rabbit_url,
+        "ADMIN_API_KEY": ADMIN_KEY,
     }
     process = subprocess.Popen(
         [str(cli), "--source", "functions/http_web.py", "--target", "http_web"]
@@ -450,13 +456,17 @@ def test_http_web_runs_alone_under_the_stock_functions_framework_cli(tmp_path, r
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as reply:
+                home = urllib.request.Request(f"http://127.0.0.1:{port}/", headers=ADMIN_HEADERS)
+                with urllib.request.urlopen(home, timeout=1) as reply:
                     assert reply.status == 200 and b"Notify" in reply.read()
                 break
             except OSError:
                 assert time.monotonic() < deadline, "http_web did not start"
                 time.sleep(0.2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/app.css") as reply:
+        css = urllib.request.Request(
+            f"http://127.0.0.1:{port}/static/app.css", headers=ADMIN_HEADERS
+        )
+        with urllib.request.urlopen(css) as reply:
             assert reply.status == 200
     finally:
         process.terminate()

@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.auth import ADMIN_HEADERS
 from tests.support.browser import (  # noqa: F401  (fixtures)
     DESKTOP,
     PHONE,
     browser_page_fixture,
     chromium_fixture,
+    log_in,
     watch_for_problems,
 )
 from tests.support.runner import free_port, running_service
@@ -54,7 +56,7 @@ def base_url(tmp_path_factory):
 def api(base_url: str, path: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        base_url + path, data=data, headers={"Content-Type": "application/json"}
+        base_url + path, data=data, headers={"Content-Type": "application/json", **ADMIN_HEADERS}
     )
     with urllib.request.urlopen(request, timeout=5) as reply:
         return json.load(reply)
@@ -76,7 +78,7 @@ def test_send_an_in_app_notification_and_watch_it_reach_sent(browser_page, base_
     page, user = browser_page, new_user()
     page.goto(f"{base_url}/send-notification")
     fill_form(page, user, "in_app", "Your order has shipped")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
 
     page.wait_for_selector("#result")
     assert "Notification accepted" in page.inner_text("#result h2")
@@ -93,7 +95,7 @@ def test_a_bad_email_is_shown_beside_the_field(browser_page, base_url):
     page, user = browser_page, new_user()
     page.goto(f"{base_url}/send-notification")
     fill_form(page, user, "email", "Hello <b>there</b>", email="not-an-email")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
 
     error = page.locator("#f-email-error")
     error.wait_for()
@@ -141,7 +143,7 @@ def test_a_failing_email_shows_retrying_then_failed_with_its_error(browser_page,
     page, user = browser_page, new_user()
     page.goto(f"{base_url}/send-notification")
     fill_form(page, user, "email", "Welcome!", email="ann@example.com", subject="Hi")
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
 
     panel = page.locator("[data-live-notification]")
     panel.locator(".badge[data-status=failed_permanently]").wait_for(timeout=LIVE)
@@ -188,7 +190,7 @@ def test_a_double_click_sends_once(browser_page, base_url):
     page, user = browser_page, new_user()
     page.goto(f"{base_url}/send-notification")
     fill_form(page, user, "in_app", "only once")
-    page.dblclick("button[type=submit]")
+    page.dblclick("main button[type=submit]")
     page.wait_for_selector("#result")
     assert len(api(base_url, f"/users/{user}/notifications")["notifications"]) == 1
 
@@ -238,12 +240,13 @@ def test_the_form_works_without_javascript(chromium, base_url):
     context = chromium.new_context(java_script_enabled=False, viewport=DESKTOP)
     try:
         page, user = context.new_page(), new_user()
+        log_in(page, base_url)  # the login form works without script too
         page.goto(f"{base_url}/send-notification")
         fill_form(page, user, "sms", "no script", phone="12")
-        page.click("button[type=submit]")
+        page.click("main button[type=submit]")
         assert "E.164" in page.inner_text("#f-phone-error")
         page.fill("#f-phone", "+14155550123")
-        page.click("button[type=submit]")
+        page.click("main button[type=submit]")
         assert "Notification accepted" in page.inner_text("#result h2")
         assert page.is_hidden("#f-email")  # hidden by CSS alone
     finally:
@@ -255,6 +258,7 @@ def test_every_page_fits_a_360_px_screen_and_loads_nothing_from_elsewhere(chromi
     context = chromium.new_context(viewport={"width": 360, "height": 740})
     try:
         page = context.new_page()
+        log_in(page, base_url)
         problems = watch_for_problems(page)  # a CSP violation shows up here
         requested: list[str] = []
         page.on("request", lambda request: requested.append(request.url))
@@ -303,6 +307,7 @@ def _take_screenshots(chromium, base_url: str, folder: Path) -> None:
     )
     try:
         page = context.new_page()
+        log_in(page, base_url)
         shots = {"home.png": "/", "users.png": f"/users/{user}", "dashboard.png": "/dashboard"}
         for name, path in shots.items():
             page.goto(base_url + path)
@@ -310,15 +315,16 @@ def _take_screenshots(chromium, base_url: str, folder: Path) -> None:
             page.screenshot(path=folder / name, full_page=True)
         page.goto(f"{base_url}/send-notification")
         fill_form(page, user, "email", "Your invoice is ready.", email="alice@example")
-        page.click("button[type=submit]")
+        page.click("main button[type=submit]")
         page.screenshot(path=folder / "send-notification-error.png", full_page=True)
         page.fill("#f-email", "alice@example.com")
         page.click("label[for=f-type-in_app]")
-        page.click("button[type=submit]")
+        page.click("main button[type=submit]")
         page.locator("#result .badge[data-status=sent]").wait_for(timeout=LIVE)
         page.screenshot(path=folder / "send-notification.png", full_page=True)
 
         small = phone.new_page()
+        log_in(small, base_url)
         small.goto(f"{base_url}/send-notification")
         small.click("label[for=f-type-email]")
         small.screenshot(path=folder / "phone-send-notification.png", full_page=True)

@@ -34,6 +34,7 @@ from common.model import (
     SENDING,
     Notification,
 )
+from common.sqlite_files import ThreadConnections
 from common.store.base import (
     DUPLICATE,
     INSERTED,
@@ -176,11 +177,7 @@ class SqliteStore(NotificationStore):
         # How long a write may wait for the file's lock (another process, a long transaction)
         # before the caller is told the store is unavailable.
         self.timeout = timeout
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._connections = ThreadConnections(self.path, timeout)
         self._write_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._writes: deque[_Write] = deque()
@@ -236,21 +233,7 @@ class SqliteStore(NotificationStore):
 
     def _connection(self) -> sqlite3.Connection:
         self._check_file()
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = sqlite3.connect(
-                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-            )
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode is durable against process crashes, loses at most the last
-            # transactions on power loss, and avoids one fsync per insert.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-            self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
-        return connection
+        return self._connections.get()
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         try:
@@ -556,8 +539,4 @@ class SqliteStore(NotificationStore):
         self._read("SELECT 1 FROM notifications LIMIT 1")
 
     def close(self) -> None:
-        with self._connections_lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close_all()

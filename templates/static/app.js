@@ -280,7 +280,12 @@
       var button = $("button", form);
       var rowNote = $("[data-row-note]", row);
       button.disabled = true;
-      getJSON("/notifications/" + encodeURIComponent(id) + "/retry", { method: "POST" })
+      // The session cookie alone never changes anything through the API: the form's CSRF
+      // token (tied to this session) goes along in a header.
+      var token = $("input[name=csrf_token]", form);
+      var headers = { Accept: "application/json", "X-CSRF-Token": token ? token.value : "" };
+      getJSON("/notifications/" + encodeURIComponent(id) + "/retry",
+        { method: "POST", headers: headers })
         .then(function (reply) {
           if (reply.ok && reply.body.notification) {
             fill(row, reply.body.notification);

@@ -8,6 +8,10 @@ A missing browser FAILS the test, it never skips it: CI must run these.
     @pytest.mark.browser
     def test_home(browser_page, base_url):
         browser_page.goto(base_url)
+
+A browser cannot send a bearer key with a page navigation: `log_in(page, base_url)` signs in
+through the login page, as a person does; `browser_page` is signed in already when the test
+module has a `base_url` fixture.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
+
+from tests.support.auth import ADMIN_KEY
 
 CHROMIUM_PATH = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -64,6 +71,16 @@ def chromium_fixture() -> Iterator:
         browser.close()
 
 
+def log_in(page, base_url: str) -> None:
+    """Sign in as the admin through the login page: the key in the `api_key` field, submit,
+    and wait until the browser has left /login."""
+    page.goto(base_url + "/login")
+    page.fill("input[name=api_key]", ADMIN_KEY)
+    page.click("main button[type=submit]")
+    page.wait_for_url(lambda url: urlsplit(url).path.rstrip("/") != "/login")
+    page.wait_for_load_state("networkidle")  # nothing of the login page still in flight
+
+
 def watch_for_problems(page) -> list[str]:
     """Script errors, console errors (CSP violations among them) and page resources (CSS,
     scripts, images, fonts) that failed, as they happen; a 4xx page or fetch is not a problem."""
@@ -85,12 +102,15 @@ def watch_for_problems(page) -> list[str]:
 
 
 @pytest.fixture(name="browser_page")
-def browser_page_fixture(chromium) -> Iterator:
-    """A fresh page (own cookies) 1280x800, UTC, en-GB, closed after the test; what went wrong
-    in it (see watch_for_problems) is collected in `page.problems`."""
+def browser_page_fixture(chromium, request) -> Iterator:
+    """A fresh page (own cookies) 1280x800, UTC, en-GB, signed in as the admin at the module's
+    `base_url` (if it has one), closed after the test; what went wrong in it (see
+    watch_for_problems) is collected in `page.problems`."""
     context = chromium.new_context(viewport=DESKTOP, locale="en-GB", timezone_id="UTC")
     context.set_default_timeout(10_000)
     page = context.new_page()
+    if "base_url" in request.fixturenames:
+        log_in(page, request.getfixturevalue("base_url"))
     page.problems = watch_for_problems(page)
     yield page
     context.close()

@@ -1,12 +1,14 @@
 """The real local runner (`python local_runner.py serve`) in a subprocess, for end-to-end tests.
 
     with running_service({"SWEEP_INTERVAL": "0.5"}) as base_url:
-        requests.post(f"{base_url}/notifications", json={...})
+        requests.post(f"{base_url}/notifications", json={...}, headers=ADMIN_HEADERS)
 
 The child sees only the settings given here: every service setting inherited from the test's
 own environment (RABBITMQ_URL, MONGO_URI, MAIL_*, TWILIO_*, ...) and the repository's `.env`
 are left out, so a developer's configuration never leaks into a test. Pass RABBITMQ_URL,
-QUEUE_NAME, MAIL_SERVER or any other setting in `env` to use it.
+QUEUE_NAME, MAIL_SERVER or any other setting in `env` to use it. The one exception:
+ADMIN_API_KEY is the tests' ADMIN_KEY (tests/support/auth.py) unless `env` gives its own, or
+None for no admin key at all; send ADMIN_HEADERS to be the admin.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from common.config import Settings
+from tests.support.auth import ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every setting common/config.py reads, plus the file it reads them from.
@@ -50,14 +53,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _child_env(env: Mapping[str, str], data_dir: str) -> dict[str, str]:
+def _child_env(env: Mapping[str, str | None], data_dir: str) -> dict[str, str]:
+    """The test's environment less every service setting, then `env` (a None value: unset)."""
     child = {k: v for k, v in os.environ.items() if k not in SERVICE_VARIABLES}
     child.update(ENV_FILE=os.devnull, DATA_DIR=data_dir, PYTHONUNBUFFERED="1")
-    child.update({k: str(v) for k, v in env.items()})
+    child.update(ADMIN_API_KEY=ADMIN_KEY)
+    for key, value in env.items():
+        if value is None:
+            child.pop(key, None)
+        else:
+            child[key] = str(value)
     return child
 
 
-def _wait_until_answering(url: str, process: subprocess.Popen, log_path: Path, timeout: float):
+def _wait_until_answering(
+    url: str, process: subprocess.Popen, log_path: Path, timeout: float, admin_key: str | None
+):
+    # With the child's own admin key (if any), so that the probe is no failed login; any HTTP
+    # answer, even a 401, means that it is serving.
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -66,7 +80,8 @@ def _wait_until_answering(url: str, process: subprocess.Popen, log_path: Path, t
                 + log_path.read_text(errors="replace")[-4000:]
             )
         try:
-            urllib.request.urlopen(f"{url}/stats", timeout=1).close()
+            request = urllib.request.Request(f"{url}/stats", headers=headers)
+            urllib.request.urlopen(request, timeout=1).close()
             return
         except urllib.error.HTTPError:
             return  # it answered, even if not with 200
@@ -92,7 +107,7 @@ def _stop(process: subprocess.Popen, timeout: float) -> None:
 
 @contextmanager
 def running_service(
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     port: int | None = None,
     *,
     start_timeout: float = 30.0,
@@ -110,17 +125,19 @@ def running_service(
     url = ServiceUrl(f"http://127.0.0.1:{port}")
     log_file = tempfile.NamedTemporaryFile(prefix="runner-", suffix=".log", delete=False)
     url.log_path = Path(log_file.name)
+    child_env = _child_env(env, data_dir)
     process = subprocess.Popen(
         [sys.executable, "local_runner.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
-        env=_child_env(env, data_dir),
+        env=child_env,
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url.process = process
     try:
-        _wait_until_answering(url, process, url.log_path, start_timeout)
+        admin_key = child_env.get("ADMIN_API_KEY")
+        _wait_until_answering(url, process, url.log_path, start_timeout, admin_key)
         yield url
     except BaseException:
         # pytest shows a failed test's captured stderr: the runner's side of the story.
@@ -168,7 +185,7 @@ def thread_count(pid: int) -> int:
 
 
 def run_command(
-    env: Mapping[str, str], *args: str, timeout: float = 60.0
+    env: Mapping[str, str | None], *args: str, timeout: float = 60.0
 ) -> subprocess.CompletedProcess:
     """Run `python local_runner.py <args>` once (e.g. "sweep") with only these settings."""
     env = dict(env)

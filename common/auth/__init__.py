@@ -1,0 +1,1 @@
+"""Who may call the service: API keys, issuer JWTs, per-user tokens."""
