@@ -1,5 +1,5 @@
-"""Serve one bench function with the runner's server and settings: functions-framework's
-GunicornApplication (gthread), default thread count, same options as `local_runner.py serve`.
+"""Serve one bench function with the runner's server and settings: common/serving.py
+(waitress), default thread count, as `local_runner.py serve` does.
 
 python bench/serve.py ceiling|seed --port P
 """
@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 
 import functions_framework
-from functions_framework._http.gunicorn import GunicornApplication
+
+from common.serving import serve_wsgi
 
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = {
@@ -26,8 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     source, target = FUNCTIONS[args.function]
     app = functions_framework.create_app(target, str(source), "http")
-    # The runner passes graceful_timeout=60 and leaves threads at functions-framework's default.
-    GunicornApplication(app, "127.0.0.1", args.port, False, graceful_timeout=60).run()
+    serve_wsgi(app, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

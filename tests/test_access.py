@@ -526,3 +526,42 @@ def test_a_request_for_a_foreign_host_is_refused(router, configure):
     reply = admin.get("/stats", headers={"Host": "rebound.evil.example"})
     assert reply.status_code == 400 and "Host" in reply.get_json()["error"]
     assert client_for(router, None).get("/healthz", headers={"Host": "evil"}).status_code == 400
+
+
+# -- the key stores ---------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "mongo"])
+def key_store(request, tmp_path):
+    from common.auth.key_store import MongoKeyStore, SqliteKeyStore
+
+    if request.param == "sqlite":
+        store = SqliteKeyStore(tmp_path / "access.db")
+    else:
+        import mongomock  # no MongoDB server runs here: the contract runs on mongomock
+
+        store = MongoKeyStore(mongomock.MongoClient(tz_aware=True), "keys_test")
+    yield store
+    store.close()
+
+
+def test_each_key_store_keeps_lists_revokes_and_records_use(key_store):
+    from common.auth.api_keys import new_key as make_key
+
+    now = utcnow()
+    first, first_secret = make_key("first", ["send"], now, "90d", 5)
+    assert key_store.add_first(first) is True
+    second, _ = make_key("second", ["admin"], now + timedelta(seconds=1))
+    assert key_store.add_first(second) is False  # there is a key already
+    key_store.add(second)
+    stored = key_store.get(first.id)
+    assert stored.matches(first_secret) and stored.scopes == ("send",)
+    assert stored.send_rate == 5 and stored.expires_at is not None
+    assert [k.id for k in key_store.all()] == [first.id, second.id]
+    revoked = key_store.revoke(first.id, now)
+    assert revoked.revoked_at is not None and revoked.usable(now) == "the API key was revoked"
+    assert key_store.revoke(first.id, now + timedelta(hours=1)).revoked_at == revoked.revoked_at
+    assert key_store.revoke("nosuchkey000", now) is None
+    key_store.touch(second.id, now)
+    assert key_store.get(second.id).last_used_at is not None
+    assert key_store.count() == 2

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.support.auth import ADMIN_HEADERS
+from tests.support.jwks import jwks_url_fixture, signing_key_fixture  # noqa: F401 (fixtures)
 from tests.support.runner import ServiceUrl, run_command, running_service
 from tests.support.waits import wait_for
 
@@ -444,3 +445,68 @@ def test_client_with_many_failed_credentials_is_slowed(tmp_path):
     for reply in replies[first_slowed:]:
         assert int(reply.headers["Retry-After"]) >= 1, reply.headers
         assert "failed credentials" in reply.json()["error"]
+
+
+# -- every endpoint's rule, through the runner, for keys and an issuer's JWTs ------------------
+
+
+def test_every_endpoint_through_the_runner_for_keys_and_issuer_jwts(
+    tmp_path, jwks_url, signing_key
+):
+    """401 without a credential, 403 with a key or JWT lacking the scope, success with it."""
+    import jwt as pyjwt
+
+    from tests.support.jwks import AUDIENCE, ISSUER, KID
+    from tests.test_access import ENDPOINTS, SCOPES
+
+    env = {
+        "DATA_DIR": str(tmp_path / "data"),
+        "AUTH_JWT_ISSUER": ISSUER,
+        "AUTH_JWT_AUDIENCE": AUDIENCE,
+        "AUTH_JWKS_URL": jwks_url,
+    }
+    now = int(time.time())
+
+    def issuer_jwt(scope: str) -> str:
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "svc", "iat": now, "exp": now + 600}
+        claims["scope"] = f"notifications:{scope}"
+        return pyjwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": KID})
+
+    with running_service(env) as base:
+        admin = requests.post(
+            f"{base}/notifications", json=in_app("ann"), headers=ADMIN_HEADERS, timeout=TIMEOUT
+        )
+        notification_id = admin.json()["id"]
+        keys = {}
+        for scope in SCOPES:
+            created = requests.post(
+                f"{base}/api-keys",
+                json={"name": scope, "scopes": [scope]},
+                headers=ADMIN_HEADERS,
+                timeout=TIMEOUT,
+            )
+            keys[scope] = created.json()["key"]
+        for method, path, body, needed in ENDPOINTS:
+            url = base + path.replace("{id}", notification_id)
+
+            def call(headers, method=method, url=url, body=body):
+                return requests.request(method, url, json=body, headers=headers, timeout=TIMEOUT)
+
+            nobody = call({})
+            assert nobody.status_code == 401, (method, path)
+            assert nobody.headers["WWW-Authenticate"].startswith("Bearer")
+            for scope in SCOPES:
+                for credential in (keys[scope], issuer_jwt(scope)):
+                    status = call(bearer(credential)).status_code
+                    if scope in (needed, "admin"):
+                        assert status in (200, 201, 202, 409), (method, path, scope, status)
+                    else:
+                        assert status == 403, (method, path, scope, status)
+        expired = pyjwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "sub": "svc", "exp": now - 120, "scope": "read"},
+            signing_key,
+            algorithm="RS256",
+            headers={"kid": KID},
+        )
+        reply = requests.get(f"{base}/stats", headers=bearer(expired), timeout=TIMEOUT)
+        assert reply.status_code == 401 and "error" in reply.json()

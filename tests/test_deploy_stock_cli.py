@@ -494,6 +494,29 @@ def test_http_health_alone_answers_liveness_and_readiness(data_dir, store, rabbi
         assert "guest" not in ready.text  # no credentials in the answer
 
 
+def test_http_access_alone_manages_keys_and_mints_user_tokens(data_dir):
+    env = {"DATA_DIR": str(data_dir), "AUTH_SECRET": "s" * 40}
+    with stock_function("http_access.py", "http_access", env) as url:
+        admin = admin_session()
+        created = admin.post(
+            f"{url}/api-keys", json={"name": "ci", "scopes": ["send"]}, timeout=30
+        ).json()
+        listed = admin.get(f"{url}/api-keys", timeout=30).json()
+        assert [k["id"] for k in listed["keys"]] == [created["id"]]
+        assert created["key"] not in json.dumps(listed)
+        sender = {"Authorization": f"Bearer {created['key']}"}
+        token = url.http.post(f"{url}/users/ann/token", headers=sender, timeout=30)
+        assert token.status_code == 201 and token.json()["user_id"] == "ann"
+        assert url.http.get(f"{url}/api-keys", headers=sender, timeout=30).status_code == 403
+        assert requests.post(f"{url}/api-keys", json={}, timeout=30).status_code == 401
+        revoked = admin.delete(f"{url}/api-keys/{created['id']}", timeout=30)
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+        assert (
+            url.http.post(f"{url}/users/ann/token", headers=sender, timeout=30).status_code == 401
+        )
+        admin.close()
+
+
 def test_http_openapi_alone_serves_the_document():
     with stock_function("http_openapi.py", "http_openapi", {}) as url:
         reply = url.http.get(f"{url}/openapi.json", timeout=30)
