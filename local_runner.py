@@ -3,6 +3,8 @@
 python local_runner.py serve [--host H] [--port P] [--env-file F]
 python local_runner.py check [--env-file F]
 python local_runner.py sweep [--env-file F]
+python local_runner.py keys create --name N --scope S [...] | keys list | keys revoke ID
+python local_runner.py templates import DIR | templates export DIR
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def serve(host: str, port: int | None, threads: int | None, env_file: str | None
         os.environ["ALLOWED_HOSTS"] = ",".join(LOOPBACK_NAMES)
         settings = _load_settings(env_file)
     _say_where_the_admin_key_is(settings)
+    _import_repository_templates(settings)
     from common.hosting import BackgroundWork, FunctionRouter
     from common.http import BODY_LIMIT_FACTORS
     from common.logs import configure_logging
@@ -210,6 +213,123 @@ def keys_revoke(key_id, env_file) -> None:
     access = _access(env_file)
     key = _service_errors_as_messages(lambda: access.revoke_key(key_id))
     click.echo(f"revoked {key.id} ({key.name})")
+
+
+@cli.group()
+def templates() -> None:
+    """Import and export notification templates as <key>/template.json files."""
+
+
+# What `templates import` says of each template, by what import_documents did.
+IMPORT_OUTCOMES = {
+    "created": "created version {}",
+    "updated": "updated to version {}",
+    "unchanged": "unchanged (version {})",
+    "archived": "archived, left as it is (version {})",
+}
+
+
+def _template_store(env_file: str | None):
+    settings = _load_settings(env_file)
+    from common.templates.store import make_template_store
+
+    return _service_errors_as_messages(lambda: make_template_store(settings))
+
+
+def _import_lines(store, documents) -> list[str]:
+    from common.model import utcnow
+    from common.templates.files import import_documents
+
+    outcomes = import_documents(store, documents, utcnow())
+    return [
+        f"{key}: {IMPORT_OUTCOMES[outcome].format(store.latest(key).version)}"
+        for key, outcome in outcomes
+    ]
+
+
+@templates.command("import")
+@click.argument("directory", type=click.Path(file_okay=False))
+@env_file_option
+def templates_import(directory, env_file) -> None:
+    """Import DIRECTORY/<key>/template.json files.
+
+    A file that differs from its key's latest version becomes the next version; an archived
+    key is left as it is.
+    """
+    from common.templates.files import read_directory
+
+    # Every file is read and checked before anything is written: a bad one changes nothing.
+    documents = _service_errors_as_messages(lambda: read_directory(directory))
+    if not documents:
+        click.echo(f"no templates in {directory}")
+        return
+    store = _template_store(env_file)
+    try:
+        lines = _service_errors_as_messages(lambda: _import_lines(store, documents))
+    finally:
+        store.close()
+    click.echo("\n".join(lines))
+
+
+@templates.command("export")
+@click.argument("directory", type=click.Path(file_okay=False))
+@env_file_option
+def templates_export(directory, env_file) -> None:
+    """Export to DIRECTORY/<key>/template.json files.
+
+    Each template's latest version; archived templates are left out.
+    """
+    from common.templates.files import write_directory
+
+    store = _template_store(env_file)
+    try:
+        versions = _service_errors_as_messages(store.list)
+    finally:
+        store.close()
+    # An archived template is retired: exported, the next import would bring it back.
+    active = [version for version in versions if not version.archived]
+    try:
+        written = write_directory(directory, active)
+    except OSError as error:
+        raise click.ClickException(f"cannot write {error.filename}: {error.strerror}") from None
+    for version, path in zip(active, written, strict=True):
+        click.echo(f"{version.key}: version {version.version} -> {path}")
+    for version in versions:
+        if version.archived:
+            click.echo(f"{version.key}: archived, not exported")
+    if not versions:
+        click.echo("no templates to export")
+
+
+def _import_repository_templates(settings) -> None:
+    """At start, the repository's templates/notifications/ into the store, said in one line."""
+    from collections import Counter
+    from pathlib import Path
+
+    from common.errors import ServiceError, Unavailable
+    from common.model import utcnow
+    from common.templates.files import import_documents, read_directory
+    from common.templates.store import make_template_store
+
+    folder = Path(__file__).resolve().parent / "templates" / "notifications"
+    if not folder.is_dir():
+        return
+    documents = _service_errors_as_messages(lambda: read_directory(folder))
+    store = _service_errors_as_messages(lambda: make_template_store(settings))
+    try:
+        outcomes = import_documents(store, documents, utcnow())
+    except Unavailable as error:
+        # The service starts without its store too (it answers 503 until the store is back).
+        click.echo(f"templates: not imported: {error.message}", err=True)
+        return
+    except ServiceError as error:
+        raise click.ClickException(f"templates: {error.message}") from None
+    finally:
+        store.close()
+    counts = Counter(outcome for _, outcome in outcomes)
+    summary = ", ".join(f"{counts[name]} {name}" for name in ("created", "updated", "unchanged"))
+    archived = f", {counts['archived']} archived (left as they are)" if counts["archived"] else ""
+    click.echo(f"templates: {summary}{archived}", err=True)
 
 
 if __name__ == "__main__":

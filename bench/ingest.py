@@ -8,14 +8,33 @@ not steal CPU from the next server's turn.
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 
 from bench import wrk
-from bench.harness import Server, Workspace, count_status, drain, median
+from bench.harness import ADMIN_HEADERS, Server, Workspace, count_status, drain, median
 from bench.report import Row, rate
 
 BODY = {"user_id": "bench-user", "notification_type": "in_app", "message": "hello from wrk"}
 CONNECTIONS = 32
+# The same in-app notification, rendered from a template when accepted.
+TEMPLATE = {
+    "key": "bench_welcome",
+    "default_locale": "en",
+    "variables": {"type": "object", "properties": {"name": {"type": "string"}}},
+    "locales": {
+        "en": {"in_app": {"title": "Welcome", "body": "Hello {{ name }}, from wrk"}},
+        "fr": {"in_app": {"title": "Bienvenue", "body": "Bonjour {{ name }}, de wrk"}},
+    },
+}
+TEMPLATE_BODY = {
+    "user_id": "bench-user",
+    "notification_type": "in_app",
+    "template": "bench_welcome",
+    "data": {"name": "Ann"},
+    "locale": "fr-CA",
+}
 LIMIT_NEVER_REACHED = 1_000_000  # notifications per second per credential
 
 
@@ -29,10 +48,11 @@ def run(runs: int, seconds: float) -> dict:
         "ceiling": Server.function("ceiling", spaces["ceiling"]),
         "seed": Server.function("seed", spaces["seed"]),
     }
-    results: dict[str, list[dict]] = {name: [] for name in servers}
+    results: dict[str, list[dict]] = {name: [] for name in (*servers, "template")}
     try:
         for server in servers.values():
             server.wait_ready()
+        create_template(servers["runner"].url)
         paths = {
             "runner": "/notifications",
             "limited": "/notifications",
@@ -52,6 +72,15 @@ def run(runs: int, seconds: float) -> dict:
                 results[name].append(outcome.to_dict())
                 if name in ("runner", "limited"):
                     drain(spaces[name])
+                if name == "runner":  # the same runner, each send rendered from a template
+                    outcome = wrk.post(
+                        server.url + paths[name],
+                        TEMPLATE_BODY,
+                        connections=CONNECTIONS,
+                        seconds=seconds,
+                    )
+                    results["template"].append(outcome.to_dict())
+                    drain(spaces[name])
                 if name == "seed":
                     time.sleep(1)  # let the broker close the seed's connections
         peak = servers["runner"].peak_rss_mb()
@@ -69,6 +98,8 @@ def run(runs: int, seconds: float) -> dict:
     vs_ceiling = rates["runner"] / rates["ceiling"]
     vs_seed = rates["runner"] / rates["seed"]
     limit_cost = rates["limited"] / rates["runner"]
+    template_cost = rates["template"] / rates["runner"]
+    template_errors = sum(r["non_2xx"] + r["socket_errors"] for r in results["template"])
     limited_errors = sum(r["non_2xx"] + r["socket_errors"] for r in results["limited"])
     runner_peak = max(peak.values())
     rows = [
@@ -97,6 +128,14 @@ def run(runs: int, seconds: float) -> dict:
             limit_cost >= 0.8 and limited_errors == 0,
         ),
         Row(
+            "ingest with a template (rendered when accepted, fr-CA → fr)",
+            rate(rates["template"]),
+            f"plain message {rate(rates['runner'])}",
+            f"{template_cost:.2f}",
+            "≥ 0.85 of plain (within 15 %)",
+            template_cost >= 0.85 and template_errors == 0,
+        ),
+        Row(
             "memory: runner peak RSS during ingest",
             f"{runner_peak:.0f} MB",
             target="< 200 MB",
@@ -111,3 +150,13 @@ def run(runs: int, seconds: float) -> dict:
         "peak_rss_mb": peak,
         "runner_sent": stored,
     }
+
+
+def create_template(base_url: str) -> None:
+    request = urllib.request.Request(
+        base_url + "/templates",
+        data=json.dumps(TEMPLATE).encode(),
+        headers={"Content-Type": "application/json", **ADMIN_HEADERS},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert reply.status == 201, reply.status

@@ -49,6 +49,7 @@ HTTP_FUNCTIONS = (
     FunctionSpec("http_send.py", "http_send"),
     FunctionSpec("http_notifications.py", "http_notifications"),
     FunctionSpec("http_access.py", "http_access"),
+    FunctionSpec("http_templates.py", "http_templates"),
     FunctionSpec("http_stats.py", "http_stats"),
     FunctionSpec("http_web.py", "http_web"),
     FunctionSpec("http_openapi.py", "http_openapi"),

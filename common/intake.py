@@ -20,6 +20,7 @@ from common.errors import DuplicateId, IdempotencyConflict, Unavailable, Validat
 from common.model import QUEUED, Notification, validate_request
 from common.queue.base import NotificationQueue, QueueUnavailable
 from common.store.base import DUPLICATE, INSERTED, NotificationStore
+from common.templates.catalog import TemplateCatalog
 
 log = logging.getLogger("notifications")
 
@@ -65,13 +66,16 @@ class Intake:
         queue: NotificationQueue,
         clock: Callable[[], datetime],
         admission: Admission | None = None,
+        templates: TemplateCatalog | None = None,
     ):
-        """`admission`: the SMS country list and per-recipient caps (None: neither)."""
+        """`admission`: the SMS country list and per-recipient caps (None: neither);
+        `templates`: renders sends that name a template (None: no templates)."""
         self.settings = settings
         self.store = store
         self.queue = queue
         self.clock = clock
         self.admission = admission
+        self.templates = templates
 
     def submit(self, payload: Any, idempotency_key: str | None = None) -> Notification:
         """Validate, store as pending, then queue.
@@ -83,7 +87,7 @@ class Intake:
         if isinstance(payload, Mapping) and ITEM_KEY_FIELD in payload:
             payload = dict(payload)
             body_key = payload.pop(ITEM_KEY_FIELD)  # the header, when also given, wins
-        notification = validate_request(payload, self.settings.max_retries)
+        notification = self._validate(payload)
         if self.admission is not None:
             self.admission.check_destination(notification)
         field = "Idempotency-Key" if idempotency_key is not None else ITEM_KEY_FIELD
@@ -173,6 +177,16 @@ class Intake:
         )
         return results
 
+    def _validate(self, payload: Any) -> Notification:
+        """A new notification from a request: rendered first when it names a template."""
+        extras: dict[str, Any] = {}
+        if self.templates is not None:
+            payload, extras = self.templates.expand(payload)
+        notification = validate_request(payload, self.settings.max_retries)
+        for name, value in extras.items():
+            setattr(notification, name, value)
+        return notification
+
     def _within_caps(
         self, valid: Sequence[tuple[dict, Notification]]
     ) -> list[tuple[dict, Notification]]:
@@ -197,7 +211,7 @@ class Intake:
         if isinstance(item, Mapping) and ITEM_KEY_FIELD in item:
             item = dict(item)
             key = item.pop(ITEM_KEY_FIELD)
-        notification = validate_request(item, self.settings.max_retries)
+        notification = self._validate(item)
         if self.admission is not None:
             self.admission.check_destination(notification)
         if key is not None:

@@ -83,6 +83,15 @@ class Notification:
     dead_lettered_at: datetime | None = None
     # Fingerprint of the request that created it, to tell an idempotent repeat from a reuse.
     request_hash: str | None = None
+    # Rendered from a template: its key, the version and the locale used (common/templates).
+    template: str | None = None
+    template_version: int | None = None
+    locale: str | None = None
+    # An email's HTML part (CSS inlined), sent beside `message` as multipart/alternative.
+    html: str | None = None
+    # An in-app notification's title and link (from a template's in_app parts).
+    title: str | None = None
+    action_url: str | None = None
     # Set (not stored) when a submission repeated an idempotency key and found this one.
     duplicate: bool = field(default=False, compare=False, repr=False)
 

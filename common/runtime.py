@@ -20,9 +20,12 @@ from common.errors import ConfigError, Unavailable
 from common.limits import make_limit_store
 from common.limits.limiter import Limiter
 from common.logs import configure_logging
+from common.model import utcnow
 from common.queue import make_queue
 from common.service import NotificationService
 from common.store import make_store
+from common.templates.catalog import TemplateCatalog
+from common.templates.store import make_template_store
 
 log = logging.getLogger("notifications")
 
@@ -67,8 +70,14 @@ def get_service() -> NotificationService:
                     # Not cached: the next invocation tries again, as a cold start would.
                     raise Unavailable(f"cannot reach the notification store: {error}") from error
                 admission = Admission(settings, get_limiter(settings))
+                templates = TemplateCatalog(make_template_store(settings), utcnow)
                 _service = NotificationService(
-                    settings, store, make_queue(settings), channels, admission=admission
+                    settings,
+                    store,
+                    make_queue(settings),
+                    channels,
+                    admission=admission,
+                    templates=templates,
                 )
     return _service
 

@@ -21,6 +21,7 @@ from common.model import STATUSES, TYPES, Notification, normalise_type, utcnow
 from common.queue.base import NotificationQueue
 from common.recovery import Recovery, SweepReport
 from common.store.base import Cursor, NotificationStore, Page
+from common.templates.catalog import TemplateCatalog
 
 __all__ = ["MAX_BATCH", "NotificationService", "SweepReport", "idempotent_id"]
 
@@ -34,13 +35,15 @@ class NotificationService:
         channels: Mapping[str, Channel],
         clock: Callable[[], datetime] = utcnow,
         admission: Admission | None = None,
+        templates: TemplateCatalog | None = None,
     ):
         self.settings = settings
         self.store = store
         self.queue = queue
         self.channels = channels
         self.clock = clock
-        self.intake = Intake(settings, store, queue, clock, admission)
+        self.templates = templates
+        self.intake = Intake(settings, store, queue, clock, admission, templates)
         self.deliverer = Deliverer(settings, store, queue, channels, clock)
         self.recovery = Recovery(settings, store, queue, clock)
 

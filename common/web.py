@@ -61,6 +61,7 @@ NAV = (
     ("/send-notification", "Send", "send"),
     ("/users", "Users", "users"),
     ("/dashboard", "Dashboard", "dashboard"),
+    ("/message-templates", "Templates", "templates"),
 )
 # Pages load nothing from elsewhere and run no inline script: the policy says so to the browser.
 SECURITY_HEADERS = {

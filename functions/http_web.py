@@ -7,6 +7,7 @@ JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
+from common import web_templates
 from common.auth.rules import OPEN
 from common.errors import (
     Conflict,
@@ -120,6 +121,7 @@ def _send_page(request, form: SendForm, status: int = 200, sent=None, duplicate=
         active="send",
         form=form,
         type_choices=TYPE_CHOICES,
+        templates=web_templates.send_choices(),
         sent=sent.to_dict() if sent else None,
         duplicate=duplicate,
     )
@@ -140,7 +142,8 @@ def send_notification(request):
     if form.has_errors:
         return _send_page(request, form, 400)
     try:
-        sent = get_service().submit(form.payload(), idempotency_key=form.submission_key)
+        payload = web_templates.template_payload(form, web_templates.send_choices())
+        sent = get_service().submit(payload, idempotency_key=form.submission_key)
     except ValidationError as error:
         return _send_page(request, form.with_errors(error.fields, error.message), 400)
     except Unavailable as error:  # keep what was typed: sending again later may work
@@ -186,6 +189,34 @@ def dashboard(request):
     return render(
         request, "dashboard.html", active="dashboard", stats=stats_view(get_service().stats())
     )
+
+
+@router.route("/message-templates", methods=("GET",))
+@page
+def message_templates(request):
+    return web_templates.render_list(request, notice=request.args.get("archived"))
+
+
+@router.route("/message-templates/new", methods=("GET", "POST"))
+@page
+def new_message_template(request):
+    if request.method == "GET":
+        return web_templates.render_editor(request, web_templates.TemplateForm.blank())
+    posted = read_form(request)
+    _verify_csrf(request)
+    return web_templates.create(request, posted)
+
+
+@router.route("/message-templates/<key>", methods=("GET", "POST"))
+@page
+def message_template(request, key):
+    if request.method == "GET":
+        saved = request.args.get("saved")
+        notice = f"Saved as version {saved}." if saved and saved.isdigit() else None
+        return web_templates.show(request, key, request.args.get("version"), notice)
+    posted = read_form(request)
+    _verify_csrf(request)
+    return web_templates.update(request, key, posted)
 
 
 @router.route("/static/<path:name>", methods=("GET",), access=OPEN)

@@ -27,10 +27,13 @@ from schemathesis.specs.openapi.checks import (
 from common.channels import make_channels
 from common.config import load_settings
 from common.hosting import FunctionRouter
+from common.model import utcnow
 from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from common.templates.catalog import TemplateCatalog
+from common.templates.sqlite import SqliteTemplateStore
 from tests.support.auth import ADMIN_HEADERS, ADMIN_KEY
 from tests.support.states import make_failed, make_retry_scheduled
 
@@ -61,8 +64,13 @@ class Fuzzed:
             {"DATA_DIR": str(data_dir), "LOG_LEVEL": "WARNING", "ADMIN_API_KEY": ADMIN_KEY}
         )
         self.store = SqliteStore(data_dir / "notifications.db")
+        self.templates = SqliteTemplateStore(data_dir / "templates.db")
         self.service = NotificationService(
-            settings_, self.store, MemoryQueue(), make_channels(settings_)
+            settings_,
+            self.store,
+            MemoryQueue(),
+            make_channels(settings_),
+            templates=TemplateCatalog(self.templates, utcnow),
         )
         set_service(self.service)
         self.app = FunctionRouter()
@@ -114,6 +122,7 @@ def fuzzed(tmp_path_factory):
     target = Fuzzed(data_dir)
     yield target
     set_service(None)
+    target.templates.close()
     target.store.close()
 
 
@@ -136,13 +145,29 @@ def _runs() -> list:
     return runs
 
 
-def _carries_idempotency_key(case) -> bool:
-    if case.headers and "Idempotency-Key" in case.headers:
-        return True
+def _items(case) -> list:
+    """The body, and each item of a batch, that could be a notification request."""
     body = case.body if isinstance(case.body, (dict, list)) else None
     items = body.get("notifications", []) if isinstance(body, dict) else body or []
     items = items if isinstance(items, list) else []
-    return any(isinstance(i, dict) and "idempotency_key" in i for i in [body, *items])
+    return [i for i in [body, *items] if isinstance(i, dict)]
+
+
+def _carries_idempotency_key(case) -> bool:
+    if case.headers and "Idempotency-Key" in case.headers:
+        return True
+    return any("idempotency_key" in i for i in _items(case))
+
+
+# Template documents have rules no JSON Schema can state (default_locale is one of the locales,
+# every locale covers the same channels, each part compiles in the sandbox).
+TEMPLATE_WRITES = {("POST", "/templates"), ("PUT", "/templates/{key}")}
+
+
+def _names_a_template(case) -> bool:
+    return case.operation.path.startswith("/notifications") and any(
+        "template" in i for i in _items(case)
+    )
 
 
 @pytest.mark.parametrize(("label", "mode"), _runs())
@@ -162,11 +187,19 @@ def test_no_input_breaks_the_api(fuzzed, label, mode):
         response = case.call(headers=ADMIN_HEADERS)  # the admin's key on every generated call
         fuzzed.record(case, response)
         checks = CHECKS
-        if (case.query and case.query.get("cursor")) or _carries_idempotency_key(case):
+        stateful = (
+            (case.query and case.query.get("cursor"))
+            or _carries_idempotency_key(case)
+            or _names_a_template(case)
+            or (case.method.upper(), case.operation.path) in TEMPLATE_WRITES
+        )
+        if stateful:
             # A cursor is opaque: only the ones the API gave out are valid, whatever the schema
             # generator makes of its pattern. A made-up one must still get a documented 400.
             # An idempotency key is stateful: reused with another body it is rightly refused
-            # (422), and the generator repeats short keys. Both must still be documented.
+            # (422), and the generator repeats short keys. A template key too: only saved ones
+            # are valid, with data that fits them; and a template document has rules across its
+            # fields (TEMPLATE_WRITES). All must still be documented.
             checks = [check for check in CHECKS if check is not positive_data_acceptance]
         case.validate_response(response, checks=checks)
 

@@ -22,10 +22,13 @@ from common.auth.principal import ADMIN, SCOPES, SEND
 from common.auth.rules import OPEN, AccessRule, needs
 from common.channels import make_channels
 from common.hosting import HTTP_FUNCTIONS, FunctionRouter, load_function
+from common.model import utcnow
 from common.queue.memory import MemoryQueue
 from common.runtime import get_access, set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from common.templates.catalog import TemplateCatalog
+from common.templates.sqlite import SqliteTemplateStore
 from tests.support.auth import ADMIN_KEY
 from tests.test_openapi import DOCUMENT, HTTP_METHODS, schema_validator
 
@@ -235,29 +238,54 @@ def router():
 @pytest.fixture
 def service(settings):
     store = SqliteStore(settings.data_dir / "notifications.db")
-    service = NotificationService(settings, store, MemoryQueue(), make_channels(settings))
+    templates = SqliteTemplateStore(settings.data_dir / "templates.db")
+    service = NotificationService(
+        settings,
+        store,
+        MemoryQueue(),
+        make_channels(settings),
+        templates=TemplateCatalog(templates, utcnow),
+    )
     set_service(service)
     yield service
     set_service(None)
+    templates.close()
     store.close()
+
+
+TEMPLATE = {
+    "key": "kept",
+    "default_locale": "en",
+    "locales": {"en": {"in_app": {"body": "Hi {{ name }}"}}},
+}
 
 
 @pytest.fixture
 def existing(service):
-    """Path values that name things the service has: a notification, its user, an API key."""
+    """Path values that name things the service has: a notification, its user, an API key,
+    a template and its version."""
     notification = service.submit(
         {"user_id": "reader", "notification_type": "in_app", "message": "hi"}
     )
     key, _ = get_access().create_key("kept", [ADMIN])
+    template = service.templates.create(TEMPLATE)
     return {
         "notification_id": notification.id,
         "user_id": "reader",
         "key_id": key.id,
         "name": "app.css",
+        "key": template.key,
+        "version": str(template.version),
     }
 
 
-UNKNOWN = {"notification_id": "no-such-id", "user_id": "nobody", "key_id": "zzzzzzzzzzzz"}
+UNKNOWN = {
+    "notification_id": "no-such-id",
+    "user_id": "nobody",
+    "key_id": "zzzzzzzzzzzz",
+    "key": "no-such-template",
+    "version": "7",
+}
 BODIES = {  # a valid request body, so that only the credential is missing
     ("/notifications", "POST"): {
         "user_id": "reader",
@@ -269,6 +297,9 @@ BODIES = {  # a valid request body, so that only the credential is missing
     ],
     ("/api-keys", "POST"): {"name": "sneaky", "scopes": [ADMIN]},
     ("/users/{user_id}/token", "POST"): {"expires_in": 60},
+    ("/templates", "POST"): {**TEMPLATE, "key": "sneaky"},
+    ("/templates/{key}", "PUT"): {k: v for k, v in TEMPLATE.items() if k != "key"},
+    ("/templates/{key}/preview", "POST"): {"data": {"name": "Ada"}},
 }
 
 
@@ -301,9 +332,11 @@ def assert_refused_for_its_credential(reply, path: str, method: str, page: bool)
 
 
 def stored_state(service) -> tuple:
-    """What a refused request must leave unchanged: the notifications and the API keys."""
+    """What a refused request must leave unchanged: the notifications, the API keys and the
+    templates."""
     keys = get_access().list_keys()
-    return service.stats()["total"], len(keys), [k.revoked_at for k in keys]
+    templates = [v.to_dict() for v in service.templates.list()]
+    return service.stats()["total"], len(keys), [k.revoked_at for k in keys], templates
 
 
 @pytest.mark.parametrize(("path", "method"), protected_operations())

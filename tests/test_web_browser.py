@@ -33,7 +33,7 @@ from tests.support.runner import free_port, running_service
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("/", "/send-notification", "/users/alice", "/dashboard")
+PAGES = ("/", "/send-notification", "/users/alice", "/dashboard", "/message-templates")
 LIVE = 15_000  # ms: the longest a live update may take here
 
 
@@ -331,3 +331,77 @@ def _take_screenshots(chromium, base_url: str, folder: Path) -> None:
     finally:
         context.close()
         phone.close()
+
+
+# -- notification templates -------------------------------------------------------------------
+
+TEMPLATE_KEY = "browser_welcome"
+
+
+def ensure_template(base_url: str) -> str:
+    """A template of this test module's own (the runner may have imported others at start)."""
+    document = {
+        "key": TEMPLATE_KEY,
+        "description": "Made by the browser tests",
+        "default_locale": "en",
+        "variables": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "minLength": 1}},
+            "required": ["name"],
+        },
+        "locales": {
+            "en": {
+                "email": {"subject": "Welcome, {{ name }}", "text": "Hi {{ name }}."},
+                "in_app": {"title": "Welcome", "body": "Hi {{ name }}, welcome aboard"},
+            },
+        },
+    }
+    listed = api(base_url, "/templates")["templates"]
+    if not any(t["key"] == TEMPLATE_KEY for t in listed):
+        api(base_url, "/templates", document)
+    return TEMPLATE_KEY
+
+
+def test_edit_a_template_with_a_live_preview_and_save_a_new_version(browser_page, base_url):
+    page, key = browser_page, ensure_template(base_url)
+    before = api(base_url, f"/templates/{key}")["version"]
+    page.goto(base_url)
+    page.click("nav >> text=Templates")
+    page.click(f"a[href='/message-templates/{key}']")
+    page.wait_for_url(f"{base_url}/message-templates/{key}")
+
+    # the preview follows the sample data by itself, through the JSON API
+    page.fill("#f-sample_data", '{"name": "Grace"}')
+    body = page.locator("[data-channel=in_app] pre[data-part=body]")
+    body.filter(has_text="Hi Grace, welcome aboard").wait_for(timeout=LIVE)
+    page.fill("#f-sample_data", "{}")
+    page.locator("[data-problems]", has_text="required").wait_for(timeout=LIVE)
+    page.fill("#f-sample_data", "{oops")
+    page.locator("#f-sample_data-error", has_text="not valid JSON").wait_for(timeout=LIVE)
+
+    page.fill("#f-locales-en-in_app-body", "Hello {{ name }}, good to see you")
+    page.click("main button[value=save]")
+    page.wait_for_url(f"{base_url}/message-templates/{key}?saved={before + 1}")
+    versions = page.locator(".versions li[data-version]")
+    assert versions.first.get_attribute("data-version") == str(before + 1)
+    assert versions.count() == before + 1
+    assert "Hello Ada, good to see you" in page.inner_text("[data-channel=in_app]")
+    assert page.problems == []
+
+
+def test_send_a_notification_from_a_template(browser_page, base_url):
+    page, user, key = browser_page, new_user(), ensure_template(base_url)
+    page.goto(f"{base_url}/send-notification")
+    page.fill("#f-user_id", user)
+    page.select_option("#f-template", key)
+    assert page.is_hidden("#f-message") and page.is_hidden("[data-template-use]")
+    page.fill(f"#f-var-{key}-name", "Lin")
+    page.click("main button[type=submit]")
+
+    page.wait_for_selector("#result")
+    page.locator("#result .badge[data-status=sent]").wait_for(timeout=LIVE)
+    notification_id = page.inner_text("[data-live-notification] code[data-field=id]")
+    stored = api(base_url, f"/notifications/{notification_id}")
+    assert stored["status"] == "sent" and stored["template"] == key
+    assert "Lin" in stored["message"]  # rendered when accepted (the other test may edit it)
+    assert page.problems == []

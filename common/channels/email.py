@@ -82,6 +82,13 @@ CONTROLS_TO_SPACES = {
     code: " " for code in [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000), 0x2028, 0x2029]
 }
 
+# smtplib declares no BODY=8BITMIME for ASCII addresses, so the HTML email's parts stay 7-bit:
+# the stdlib then picks quoted-printable or base64 for non-ASCII text and for long lines.
+HTML_MAIL_POLICY = email.policy.default.clone(cte_type="7bit")
+# A BCP 47 language tag, loosely ("fr", "pt-BR", "zh-Hant-TW"): also what keeps the header safe,
+# used with fullmatch, since a "$" would let a trailing newline through.
+LOCALE_PATTERN = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+
 
 class InvalidMessage(ValueError):
     """The notification cannot become a well-formed email: retrying cannot help."""
@@ -98,7 +105,7 @@ def build_message(notification: Notification, sender: str, default_subject: str)
     """
     if not notification.email:
         raise InvalidMessage("the notification has no email address")
-    message = EmailMessage()
+    message = EmailMessage(policy=HTML_MAIL_POLICY if notification.html else email.policy.default)
     try:
         message["To"] = notification.email
     except (ValueError, IndexError) as error:
@@ -125,9 +132,21 @@ def build_message(notification: Notification, sender: str, default_subject: str)
     safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", notification.id)
     message["Message-ID"] = f"<{safe_id}@{domain}>"
     message["X-Notification-Id"] = safe_id
-    message.set_content(notification.message)
+    _set_body(message, notification)
     _check_serialized_headers(message)
     return message
+
+
+def _set_body(message: EmailMessage, notification: Notification) -> None:
+    """The text alone, or the text then the HTML as multipart/alternative (clients show the
+    last part they can render). Content-Language comes last: set_content and add_alternative
+    move any Content-* header set before them into the body part."""
+    message.set_content(notification.message)
+    if notification.html:
+        message.add_alternative(notification.html, subtype="html")
+    locale = notification.locale
+    if isinstance(locale, str) and LOCALE_PATTERN.fullmatch(locale):
+        message["Content-Language"] = locale
 
 
 def subject_text(subject: str) -> str:

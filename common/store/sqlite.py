@@ -69,6 +69,12 @@ COLUMNS = (
     "attempts",
     "claim_token",
     "request_hash",
+    "template",
+    "template_version",
+    "locale",
+    "html",
+    "title",
+    "action_url",
 ) + TIME_FIELDS
 
 SCHEMA = """
@@ -92,7 +98,13 @@ CREATE TABLE IF NOT EXISTS notifications (
     attempts INTEGER NOT NULL DEFAULT 0,
     claim_token TEXT,
     request_hash TEXT,
-    dead_lettered_at INTEGER
+    dead_lettered_at INTEGER,
+    template TEXT,
+    template_version INTEGER,
+    locale TEXT,
+    html TEXT,
+    title TEXT,
+    action_url TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_user_created ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS ix_status_next_retry ON notifications (status, next_retry_time);
@@ -106,6 +118,12 @@ ADDED_COLUMNS = {
     "claim_token": "TEXT",
     "request_hash": "TEXT",
     "dead_lettered_at": "INTEGER",
+    "template": "TEXT",
+    "template_version": "INTEGER",
+    "locale": "TEXT",
+    "html": "TEXT",
+    "title": "TEXT",
+    "action_url": "TEXT",
 }
 INDEXES_ON_ADDED = (
     "CREATE INDEX IF NOT EXISTS ix_status_dead_letter ON notifications (status, dead_lettered_at)"

@@ -347,6 +347,159 @@
     });
   }
 
+  // -- notification templates: the send form's template picker ------------------------------
+  function initTemplatePicker(form) {
+    var select = $("[data-template-select]", form);
+    var input = $("[data-template-input]", form);
+    if (!select || !input) { return; }
+    var use = $("[data-template-use]", form);
+    if (use) { use.hidden = true; }  // the choice applies at once; no reload needed
+    function apply() {
+      var key = select.value;
+      input.value = key;
+      form.setAttribute("data-template", key);
+      $all("[data-template-vars]", form).forEach(function (group) {
+        var chosen = group.getAttribute("data-template-vars") === key;
+        group.hidden = !chosen;
+        group.disabled = !chosen;  // only the chosen template's fields are sent
+      });
+    }
+    select.addEventListener("change", apply);
+    apply();
+  }
+
+  // -- notification templates: the editor and its live preview -------------------------------
+  var CHANNEL_LABELS = { email: "Email", sms: "SMS", in_app: "In-app" };
+  var PART_LABELS = { subject: "Subject", text: "Text", html: "HTML", title: "Title", body: "Body",
+    action_url: "Action URL" };
+
+  function element(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  function renderPreview(result, preview) {
+    var fragment = document.createDocumentFragment();
+    var problems = element("ul", "problems alert alert-error");
+    problems.setAttribute("data-problems", "");
+    Object.keys(preview.problems || {}).forEach(function (where) {
+      var item = element("li");
+      item.appendChild(element("code", "", where));
+      item.appendChild(document.createTextNode(" " + preview.problems[where]));
+      problems.appendChild(item);
+    });
+    problems.hidden = !problems.children.length;
+    fragment.appendChild(problems);
+    Object.keys(preview.channels || {}).forEach(function (channel) {
+      var rendered = preview.channels[channel];
+      var article = element("article", "rendered");
+      article.setAttribute("data-channel", channel);
+      var title = element("h3");
+      title.appendChild(element("span", "", CHANNEL_LABELS[channel] || channel));
+      title.appendChild(document.createTextNode(" "));
+      title.appendChild(element("span", "muted", "(" + rendered.locale + ")"));
+      article.appendChild(title);
+      var list = element("dl", "rendered-parts");
+      Object.keys(rendered.parts || {}).forEach(function (part) {
+        var row = element("div");
+        row.appendChild(element("dt", "", PART_LABELS[part] || part));
+        var value = element("dd");
+        var pre = element("pre", "", rendered.parts[part]);
+        pre.setAttribute("data-part", part);
+        value.appendChild(pre);
+        row.appendChild(value);
+        list.appendChild(row);
+      });
+      article.appendChild(list);
+      if (rendered.sms) {
+        var count = rendered.sms.segments;
+        var info = element("p", "sms-info", count + " segment" + (count === 1 ? "" : "s") + ", " + rendered.sms.encoding);
+        info.setAttribute("data-sms", "");
+        article.appendChild(info);
+      }
+      fragment.appendChild(article);
+    });
+    result.textContent = "";
+    result.appendChild(fragment);
+  }
+
+  function initTemplatePreview(section) {
+    var form = $("[data-preview-form]", section);
+    var result = $("[data-preview-result]", section);
+    var data = $("textarea[name=sample_data]", form);
+    var locale = $("select[name=preview_locale]", form);
+    var note = $("[data-live-note]", section);
+    var token = $("input[name=csrf_token]", form);
+    var timer = null;
+    var latest = 0;
+
+    function showError(name, text) {
+      var box = $("[data-preview-error=" + name + "]", form);
+      var control = name === "data" ? data : locale;
+      if (!box) { return; }
+      box.hidden = !text;
+      $("span", box).textContent = text || "";
+      box.parentNode.classList.toggle("has-error", !!text);
+      if (text) {
+        control.setAttribute("aria-invalid", "true");
+        control.setAttribute("aria-describedby", box.id);
+      } else {
+        control.removeAttribute("aria-invalid");
+        control.removeAttribute("aria-describedby");
+      }
+    }
+
+    function update() {
+      var parsed;
+      try {
+        parsed = data.value.trim() ? JSON.parse(data.value) : {};
+      } catch (error) {
+        showError("data", "Sample data is not valid JSON: " + error.message);
+        return;
+      }
+      showError("data", "");
+      showError("locale", "");
+      var request = ++latest;
+      var headers = { Accept: "application/json", "Content-Type": "application/json",
+        "X-CSRF-Token": token ? token.value : "" };
+      getJSON(section.getAttribute("data-source"), { method: "POST", headers: headers,
+        body: JSON.stringify({ data: parsed, locale: locale.value || null }) })
+        .then(function (reply) {
+          if (request !== latest) { return; }  // a newer preview is on its way
+          if (reply.ok) { renderPreview(result, reply.body); return; }
+          var fields = (reply.body && reply.body.fields) || {};
+          if (fields.locale) { showError("locale", "Locale " + fields.locale); return; }
+          showError("data", (reply.body && reply.body.error) || "Preview failed (" + reply.status + ")");
+        })
+        .catch(function () { showError("data", "The service did not answer; try again"); });
+    }
+
+    function soon() {
+      if (timer) { clearTimeout(timer); }
+      timer = setTimeout(update, 300);
+    }
+    data.addEventListener("input", soon);
+    locale.addEventListener("change", update);
+    form.addEventListener("submit", function (event) { event.preventDefault(); update(); });
+    if (note) { note.hidden = false; }
+  }
+
+  function initTemplateForm(form) {
+    var add = $("[data-add-locale]", form);
+    if (add) {
+      // Enter in "Add a locale" adds it, rather than saving the whole form.
+      add.addEventListener("keydown", function (event) {
+        if (event.key !== "Enter") { return; }
+        event.preventDefault();
+        $("button[value=add_locale]", form).click();
+      });
+    }
+    var summary = $("#error-summary");
+    if (summary) { summary.focus(); }
+  }
+
   // -- start ---------------------------------------------------------------------------------
   $all("time[datetime]").forEach(showTime);
   setInterval(function () { $all("time[data-relative]").forEach(showTime); }, 1000);
@@ -354,4 +507,7 @@
   $all("[data-live-notification]").forEach(initLiveNotification);
   $all("[data-user-list]").forEach(initUserList);
   $all("[data-live-stats]").forEach(initStats);
+  $all("[data-send-form]").forEach(initTemplatePicker);
+  $all("[data-template-preview]").forEach(initTemplatePreview);
+  $all("[data-template-form]").forEach(initTemplateForm);
 })();

@@ -1,0 +1,1 @@
+"""Notification templates: versioned, immutable documents and their rendering."""
