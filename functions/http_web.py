@@ -7,7 +7,7 @@ JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
-from common import web_templates
+from common import web_send_templates, web_templates
 from common.auth.rules import OPEN
 from common.errors import (
     Conflict,
@@ -121,7 +121,7 @@ def _send_page(request, form: SendForm, status: int = 200, sent=None, duplicate=
         active="send",
         form=form,
         type_choices=TYPE_CHOICES,
-        templates=web_templates.send_choices(),
+        templates=web_send_templates.send_choices(),
         sent=sent.to_dict() if sent else None,
         duplicate=duplicate,
     )
@@ -142,7 +142,7 @@ def send_notification(request):
     if form.has_errors:
         return _send_page(request, form, 400)
     try:
-        payload = web_templates.template_payload(form, web_templates.send_choices())
+        payload = web_send_templates.template_payload(form, web_send_templates.send_choices())
         sent = get_service().submit(payload, idempotency_key=form.submission_key)
     except ValidationError as error:
         return _send_page(request, form.with_errors(error.fields, error.message), 400)
@@ -205,6 +205,16 @@ def new_message_template(request):
     posted = read_form(request)
     _verify_csrf(request)
     return web_templates.create(request, posted)
+
+
+@router.route("/message-templates/new/preview", methods=("POST",))
+@router.route("/message-templates/<key>/preview", methods=("POST",))
+@page
+def message_template_preview(request, key=None):
+    """The editor's live preview: the form as typed, rendered and not saved (JSON)."""
+    posted = read_form(request)
+    _verify_csrf(request)
+    return web_templates.preview_json(posted, key)
 
 
 @router.route("/message-templates/<key>", methods=("GET", "POST"))

@@ -170,6 +170,13 @@ def _names_a_template(case) -> bool:
     )
 
 
+def _previews_a_document(case) -> bool:
+    """A preview of an unsaved document: the same cross-field rules as TEMPLATE_WRITES."""
+    return case.operation.path == "/templates/{key}/preview" and any(
+        "document" in i for i in _items(case)
+    )
+
+
 @pytest.mark.parametrize(("label", "mode"), _runs())
 def test_no_input_breaks_the_api(fuzzed, label, mode):
     method, path = label.split(" ", 1)
@@ -191,6 +198,7 @@ def test_no_input_breaks_the_api(fuzzed, label, mode):
             (case.query and case.query.get("cursor"))
             or _carries_idempotency_key(case)
             or _names_a_template(case)
+            or _previews_a_document(case)
             or (case.method.upper(), case.operation.path) in TEMPLATE_WRITES
         )
         if stateful:
@@ -199,7 +207,7 @@ def test_no_input_breaks_the_api(fuzzed, label, mode):
             # An idempotency key is stateful: reused with another body it is rightly refused
             # (422), and the generator repeats short keys. A template key too: only saved ones
             # are valid, with data that fits them; and a template document has rules across its
-            # fields (TEMPLATE_WRITES). All must still be documented.
+            # fields (TEMPLATE_WRITES, and a preview of one). All must still be documented.
             checks = [check for check in CHECKS if check is not positive_data_acceptance]
         case.validate_response(response, checks=checks)
 

@@ -13,16 +13,10 @@ import copy
 
 import pytest
 
-from common.channels import make_channels
 from common.hosting import FunctionRouter
-from common.model import utcnow
-from common.queue.memory import MemoryQueue
 from common.runtime import set_service
-from common.service import NotificationService
-from common.store.sqlite import SqliteStore
-from common.templates.catalog import TemplateCatalog
-from common.templates.sqlite import SqliteTemplateStore
 from tests.support.auth import AuthClient
+from tests.support.services import installed_service
 from tests.test_openapi import assert_documented, schema_validator
 
 DOCUMENT = schema_validator("/components/schemas/TemplateDocument")
@@ -65,22 +59,13 @@ def api(tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("openapi-templates")
     settings = load_settings({"DATA_DIR": str(data_dir), "ADMIN_API_KEY": ADMIN_KEY})
-    store = SqliteStore(data_dir / "notifications.db")
-    templates = SqliteTemplateStore(data_dir / "templates.db")
-    service = NotificationService(
-        settings,
-        store,
-        MemoryQueue(),
-        make_channels(settings),
-        templates=TemplateCatalog(templates, utcnow),
-    )
-    set_service(service)
+    service = installed_service(settings)
     client = AuthClient(FunctionRouter())
     assert client.post("/templates", json=WELCOME).status_code == 201
     yield client, service
     set_service(None)
-    templates.close()
-    store.close()
+    service.templates.store.close()
+    service.store.close()
 
 
 def document(key: str, **changes) -> dict:

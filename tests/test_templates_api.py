@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from common.channels import make_channels
 from common.hosting import FunctionRouter
-from common.model import utcnow
-from common.queue.memory import MemoryQueue
 from common.runtime import set_service
-from common.service import NotificationService
-from common.store.sqlite import SqliteStore
-from common.templates.catalog import TemplateCatalog
-from common.templates.sqlite import SqliteTemplateStore
 from tests.support.auth import ADMIN_KEY, AuthClient
+from tests.support.services import installed_service
 
 WELCOME = {
     "key": "welcome",
@@ -55,15 +49,7 @@ def router():
 
 @pytest.fixture
 def service(settings):
-    service = NotificationService(
-        settings,
-        SqliteStore(settings.data_dir / "notifications.db"),
-        MemoryQueue(),
-        make_channels(settings),
-        templates=TemplateCatalog(SqliteTemplateStore(settings.data_dir / "templates.db"), utcnow),
-    )
-    set_service(service)
-    yield service
+    yield installed_service(settings)
     set_service(None)
 
 
@@ -268,3 +254,39 @@ def test_writing_templates_needs_the_templates_scope(router, client):
         sender.post("/templates/welcome/preview", json={"data": {"name": "x"}}).status_code == 200
     )
     assert AuthClient(router, credentials=None).get("/templates").status_code == 401
+
+
+def test_preview_renders_an_unsaved_document_and_stores_nothing(client, service):
+    saved(client)
+    edited = {**WELCOME, "locales": {"en": {"sms": {"text": "Hey {{ name }}, edited"}}}}
+    reply = client.post(
+        "/templates/welcome/preview", json={"document": edited, "data": {"name": "Ann"}}
+    )
+    body = reply.get_json()
+    assert reply.status_code == 200, body
+    assert body["version"] is None and body["problems"] == {}
+    assert body["channels"] == {
+        "sms": {
+            "locale": "en",
+            "parts": {"text": "Hey Ann, edited"},
+            "sms": {"encoding": "GSM-7", "segments": 1},
+        }
+    }
+    assert client.get("/templates/welcome").get_json()["version"] == 1
+    # A template never saved previews too, and stays unsaved.
+    draft = {**edited, "key": "draft"}
+    reply = client.post("/templates/draft/preview", json={"document": draft, "data": {"name": "B"}})
+    assert reply.status_code == 200 and reply.get_json()["key"] == "draft"
+    assert client.get("/templates/draft").status_code == 404
+    assert service.store.count_by_type() == {}
+
+
+def test_a_bad_unsaved_document_is_a_400_naming_its_fields(client):
+    bad = {**WELCOME, "locales": {"en": {"email": {"text": "{{ name"}}}}
+    reply = client.post("/templates/welcome/preview", json={"document": bad})
+    fields = reply.get_json()["fields"]
+    assert reply.status_code == 400
+    assert {"document.locales.en.email.subject", "document.locales.en.email.text"} <= set(fields)
+    both = client.post("/templates/welcome/preview", json={"document": WELCOME, "version": 1})
+    assert both.status_code == 400 and "version" in both.get_json()["fields"]
+    assert client.get("/templates/welcome").status_code == 404

@@ -370,7 +370,7 @@ def test_edit_a_template_with_a_live_preview_and_save_a_new_version(browser_page
     page.click(f"a[href='/message-templates/{key}']")
     page.wait_for_url(f"{base_url}/message-templates/{key}")
 
-    # the preview follows the sample data by itself, through the JSON API
+    # the preview follows the sample data by itself, through the page's preview route
     page.fill("#f-sample_data", '{"name": "Grace"}')
     body = page.locator("[data-channel=in_app] pre[data-part=body]")
     body.filter(has_text="Hi Grace, welcome aboard").wait_for(timeout=LIVE)
@@ -378,6 +378,13 @@ def test_edit_a_template_with_a_live_preview_and_save_a_new_version(browser_page
     page.locator("[data-problems]", has_text="required").wait_for(timeout=LIVE)
     page.fill("#f-sample_data", "{oops")
     page.locator("#f-sample_data-error", has_text="not valid JSON").wait_for(timeout=LIVE)
+
+    # and the editor as typed: an unsaved subject shows, and nothing is saved
+    page.fill("#f-sample_data", '{"name": "Grace"}')
+    page.fill("#f-locales-en-email-subject", "Hello there, {{ name }}")
+    subject = page.locator("[data-channel=email] pre[data-part=subject]")
+    subject.filter(has_text="Hello there, Grace").wait_for(timeout=LIVE)
+    assert api(base_url, f"/templates/{key}")["version"] == before
 
     page.fill("#f-locales-en-in_app-body", "Hello {{ name }}, good to see you")
     page.click("main button[value=save]")

@@ -10,15 +10,9 @@ from pathlib import Path
 import functions_framework
 import pytest
 
-from common.channels import make_channels
-from common.model import utcnow
-from common.queue.memory import MemoryQueue
 from common.runtime import set_service
-from common.service import NotificationService
-from common.store.sqlite import SqliteStore
-from common.templates.catalog import TemplateCatalog
-from common.templates.sqlite import SqliteTemplateStore
 from tests.support.auth import auth_test_client
+from tests.support.services import installed_service
 
 ROOT = Path(__file__).resolve().parents[1]
 WELCOME = {
@@ -52,14 +46,7 @@ FREE = {
 
 @pytest.fixture
 def service(settings):
-    service = NotificationService(
-        settings,
-        SqliteStore(settings.data_dir / "notifications.db"),
-        MemoryQueue(),
-        make_channels(settings),
-        templates=TemplateCatalog(SqliteTemplateStore(settings.data_dir / "templates.db"), utcnow),
-    )
-    set_service(service)
+    service = installed_service(settings)
     yield service
     set_service(None)
     service.store.close()
@@ -349,3 +336,61 @@ def test_a_template_without_schema_takes_json_data(client, service):
     reply = client.post("/send-notification", data={**base, "data": '{"note": "hi"}'})
     assert reply.status_code == 303
     assert service.list_for_user("alice").items[0].message == "Note: hi"
+
+
+# -- the live preview of unsaved edits ------------------------------------------------------
+
+
+def preview_post(html: str, **changes: str) -> dict:
+    """The editor form as it stands, with `changes` typed in, and the preview's fields."""
+    fields = editor_fields(html)
+    fields.update({name: [value] for name, value in changes.items()})
+    return {**fields, "sample_data": '{"name": "Zoë"}', "preview_locale": ""}
+
+
+def test_the_preview_route_renders_unsaved_edits(client, welcome, service):
+    html = client.get("/message-templates/welcome").text
+    edited = preview_post(html, **{"locales.en.email.subject": "Hello again, {{ name }}"})
+    reply = client.post("/message-templates/welcome/preview", data=edited)
+    body = reply.get_json()
+    assert reply.status_code == 200, body
+    assert body["version"] is None
+    assert body["channels"]["email"]["parts"]["subject"] == "Hello again, Zoë"
+    latest = service.templates.get("welcome")
+    assert latest.version == 1
+    assert latest.document["locales"]["en"]["email"]["subject"] == "Welcome, {{ name }}"
+    # without script, the Preview button posts the same form to the page
+    page = client.post("/message-templates/welcome", data={**edited, "action": "preview"})
+    assert page.status_code == 200 and "Hello again, Zoë" in page.text
+    assert service.templates.get("welcome").version == 1
+
+
+def test_a_new_template_previews_before_it_is_saved(client, service):
+    html = client.get("/message-templates/new").text
+    posted = {
+        "csrf_token": token(html),
+        "key": "draft",
+        "default_locale": "en",
+        "locale": "en",
+        "locales.en.sms.text": "Draft for {{ name }}",
+        "sample_data": '{"name": "Ann"}',
+    }
+    reply = client.post("/message-templates/new/preview", data=posted)
+    assert reply.status_code == 200, reply.get_json()
+    assert reply.get_json()["channels"]["sms"]["parts"]["text"] == "Draft for Ann"
+    broken = client.post("/message-templates/new/preview", data={**posted, "key": ""})
+    assert broken.status_code == 400 and "key" in broken.get_json()["fields"]
+    bad_data = client.post("/message-templates/new/preview", data={**posted, "sample_data": "{"})
+    assert bad_data.status_code == 400 and "data" in bad_data.get_json()["fields"]
+    page = client.post("/message-templates/new", data={**posted, "action": "preview"})
+    assert page.status_code == 200 and "Draft for Ann" in page.text
+    assert service.templates.list() == []
+
+
+def test_the_preview_route_refuses_a_post_without_the_token(client, welcome):
+    html = client.get("/message-templates/welcome").text
+    posted = preview_post(html)
+    del posted["csrf_token"]
+    reply = client.post("/message-templates/welcome/preview", data=posted)
+    assert reply.status_code == 403 and "This form has expired" in reply.text
+    assert client.post("/message-templates/new/preview", data=posted).status_code == 403

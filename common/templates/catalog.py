@@ -24,6 +24,7 @@ from common.templates.store import TemplateStore, TemplateVersion
 TEMPLATE_FIELDS = ("template", "template_version", "data", "locale", "timezone")
 CHANNELS = {EMAIL: "email", SMS: "sms", IN_APP: "in_app"}
 MAX_VERSION = 1_000_000
+PREVIEW_FIELDS = ("data", "locale", "version", "timezone", "document")
 
 
 class TemplateCatalog:
@@ -63,26 +64,25 @@ class TemplateCatalog:
         """Every channel the template covers, rendered with `data` in `locale`: the parts,
         an SMS's segments and encoding, and the problems found. Sends nothing."""
         body = body if body is not None else {}
-        if not isinstance(body, Mapping) or set(body) - {"data", "locale", "version", "timezone"}:
+        if not isinstance(body, Mapping) or set(body) - set(PREVIEW_FIELDS):
             raise ValidationError(
                 "invalid preview request",
-                {"body": "a JSON object with data, locale, version, timezone (all optional)"},
+                {"body": "a JSON object with " + ", ".join(PREVIEW_FIELDS) + " (all optional)"},
             )
-        version = _version_number(body.get("version"), "version")
-        template = self.get(key, version)
+        key, version, document = self._previewed(key, body)
         data = body.get("data", {})
         problems: dict[str, str] = {}
         try:
-            engine.validate_data(template.document, data)
+            engine.validate_data(document, data)
         except ValidationError as error:
             problems.update(error.fields or {"data": error.message})
             data = data if isinstance(data, Mapping) else {}
         locale = _text_or_none(body.get("locale"), "locale")
         channels: dict[str, dict] = {}
-        for channel in channels_of(template.document):
+        for channel in channels_of(document):
             try:
                 rendered = engine.render(
-                    template.document,
+                    document,
                     channel,
                     locale,
                     dict(data),
@@ -98,12 +98,26 @@ class TemplateCatalog:
                 encoding, count = sms.segments(rendered.parts["text"])
                 result["sms"] = {"encoding": encoding, "segments": count}
             channels[channel] = result
-        return {
-            "key": template.key,
-            "version": template.version,
-            "channels": channels,
-            "problems": problems,
-        }
+        return {"key": key, "version": version, "channels": channels, "problems": problems}
+
+    def _previewed(self, key: str, body: Mapping) -> tuple[str, int | None, Mapping[str, Any]]:
+        """(key, version, document) to render: a stored version, or the unsaved `document`
+        (version None), which is never looked up so that a template not saved yet works."""
+        version = _version_number(body.get("version"), "version")
+        if "document" not in body:
+            template = self.get(key, version)
+            return template.key, template.version, template.document
+        if version is not None:
+            raise ValidationError(
+                "a version and a document together",
+                {"version": "give either a saved version or an unsaved document, not both"},
+            )
+        try:
+            document = documents.validate_document(body["document"], key)
+        except ValidationError as error:
+            fields = {f"document.{name}": text for name, text in (error.fields or {}).items()}
+            raise ValidationError(error.message, fields or {"document": error.message}) from None
+        return key, None, document
 
     # -- sending with a template --------------------------------------------------------------
 

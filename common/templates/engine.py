@@ -1,7 +1,7 @@
 """Renders a template's parts for one channel and locale: the public face of templates.
 
 Pure code: the document arrives validated (common/templates/document.py), the data as JSON.
-The sandbox and its limits live in common/templates/sandbox.py, the locale filters in
+The sandbox lives in common/templates/sandbox.py, its limits in limits.py, the locale filters in
 common/templates/formatting.py; what they export that callers use is re-exported here.
 """
 

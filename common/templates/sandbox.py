@@ -1,18 +1,13 @@
-"""The Jinja2 sandbox that templates render in, and its limits of time and size.
+"""The Jinja2 sandbox that templates render in: its environment, filters and save-time checks.
 
 `check_safe` is the half of the sandbox that runs when a template is saved; the sandbox's own
-checks, and the limits, are the half that runs while it renders.
+checks, and the limits (common/templates/limits.py), are the half that runs while it renders.
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import time
 import types
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import Template, nodes, pass_context, pass_eval_context
@@ -24,22 +19,34 @@ from jinja2.utils import missing
 from jinja2.visitor import NodeTransformer
 
 from common.templates import formatting
+from common.templates.limits import (
+    OUTPUT_LIMITS,
+    RENDER_SECONDS,
+    SEQUENCES,
+    LimitExceeded,
+    bounded_range,
+    check_binop,
+    check_method,
+    check_printf,
+    check_size,
+    checked,
+    deadline,
+    generate,
+    replaced_size,
+    tick,
+)
 
-RENDER_SECONDS = 0.2
-OUTPUT_LIMITS = {"html": 200_000}  # characters of a rendered part; other parts: OUTPUT_LIMIT
-OUTPUT_LIMIT = 20_000
-# No string or list a template builds may pass this (room for a whole html part): a single
-# `'x' * 10**10` or join allocates before any deadline could be checked.
-MAX_VALUE = 2 * OUTPUT_LIMITS["html"]
-MAX_NUMBER_BITS = 4_096
-MAX_RANGE = 10_000
-
-
-# -- the limits, checked from inside the sandbox ----------------------------------------------
-
-
-class LimitExceeded(Exception):
-    """Raised deep in the sandbox; `render` turns it into a RenderError naming the part."""
+# What engine.py imports from here, the limits it needs among them (re-exported from limits).
+__all__ = [
+    "OUTPUT_LIMITS",
+    "RENDER_SECONDS",
+    "LimitExceeded",
+    "MissingVariable",
+    "check_safe",
+    "compile_part",
+    "deadline",
+    "generate",
+]
 
 
 class MissingVariable(UndefinedError):
@@ -49,113 +56,6 @@ class MissingVariable(UndefinedError):
         super().__init__(message)
         self.name = name
         self.owner = owner
-
-
-# Per thread (and per asyncio task): the web server renders on several threads at once.
-_deadline: ContextVar[float | None] = ContextVar("template_deadline", default=None)
-
-
-@contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Inside this block, a template that runs for more than `seconds` raises LimitExceeded."""
-    token = _deadline.set(time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
-def tick() -> None:
-    until = _deadline.get()
-    if until is not None and time.monotonic() > until:
-        raise LimitExceeded(f"took longer than {RENDER_SECONDS * 1000:.0f} ms to render")
-
-
-def generate(template: Template, data: dict, part: str) -> str:
-    """The part rendered, stopped by LimitExceeded once it outgrows its limit or the deadline."""
-    limit = OUTPUT_LIMITS.get(part, OUTPUT_LIMIT)
-    chunks: list[str] = []
-    size = 0
-    for chunk in template.generate(data):
-        size += len(chunk)
-        if size > limit:
-            raise LimitExceeded(f"renders to more than {limit} characters")
-        tick()
-        chunks.append(chunk)
-    return "".join(chunks)
-
-
-def _check_size(size: int) -> None:
-    if size > MAX_VALUE:
-        raise LimitExceeded(f"builds a value of more than {MAX_VALUE} characters or items")
-
-
-def _checked(value: Any) -> Any:
-    if isinstance(value, str | bytes | list | tuple | dict):
-        _check_size(len(value))
-    return value
-
-
-_SEQUENCES = (str, bytes, list, tuple)
-_PRINTF_WIDTHS = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
-
-
-def _check_printf(template: Any) -> None:
-    for width, precision in _PRINTF_WIDTHS.findall(str(template)):
-        for number in (width, precision):
-            if number == "*" or len(number) > 4 or (number and int(number) > 1000):
-                raise LimitExceeded("uses a %-format width over 1000")
-
-
-def _check_binop(operator: str, left: Any, right: Any) -> None:
-    if operator == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
-        _check_size(len(left) + len(right))
-    elif operator == "*":
-        for sequence, times in ((left, right), (right, left)):
-            if isinstance(sequence, _SEQUENCES) and isinstance(times, int):
-                _check_size(len(sequence) * times)
-        if isinstance(left, int) and isinstance(right, int):
-            _check_bits(abs(left).bit_length() + abs(right).bit_length())
-    elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
-        _check_bits(abs(left).bit_length() * right)
-    elif operator == "%" and isinstance(left, str):
-        _check_printf(left)
-
-
-def _check_bits(bits: int) -> None:
-    if bits > MAX_NUMBER_BITS:
-        raise LimitExceeded(f"computes a number of more than {MAX_NUMBER_BITS} bits")
-
-
-def _replaced_size(text: Any, old: Any, new: Any, count: Any = -1) -> int:
-    text, old, new = str(text), str(old), str(new)
-    hits = text.count(old) if old else len(text) + 1
-    if isinstance(count, int) and count >= 0:
-        hits = min(hits, count)
-    return len(text) + hits * (len(new) - len(old))
-
-
-# Methods of data values a template may call; the rest (ljust, zfill, expandtabs, translate,
-# encode, copy...) can inflate a value or are of no use in a message.
-_SAFE_METHODS = frozenset(
-    "capitalize casefold count endswith find index isalnum isalpha isdigit islower isnumeric"
-    " isspace istitle isupper join lower lstrip partition removeprefix removesuffix replace"
-    " rfind rindex rpartition rsplit rstrip split splitlines startswith strip swapcase title"
-    " upper get items keys values".split()
-)
-
-
-def _check_method(owner: Any, name: str, args: tuple) -> tuple:
-    if name not in _SAFE_METHODS:
-        raise SecurityError(f"the method {name!r} is not available in templates")
-    if name == "join" and args:
-        items = list(args[0])
-        sizes = sum(len(item) for item in items if isinstance(item, str | bytes))
-        _check_size(len(owner) * len(items) + sizes)
-        return (items, *args[1:])
-    if name == "replace" and len(args) >= 2:
-        _check_size(_replaced_size(owner, *args[:3]))
-    return args
 
 
 # -- the sandbox ------------------------------------------------------------------------------
@@ -177,17 +77,6 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value  # a JSON null prints as nothing, not "None"
 
 
-def _range(*args: int) -> range:
-    numbers = range(*args)
-    try:
-        size = len(numbers)
-    except OverflowError:
-        size = MAX_RANGE + 1
-    if size > MAX_RANGE:
-        raise LimitExceeded(f"asks for a range of more than {MAX_RANGE} numbers")
-    return numbers
-
-
 @pass_context
 def _paced(context: Any, iterable: Any) -> Any:
     """Every {% for %} iterates through this (see _Instrument), so no loop outlives the deadline."""
@@ -199,7 +88,7 @@ def _paced(context: Any, iterable: Any) -> Any:
 @pass_eval_context
 def _joined(eval_ctx: Any, values: list) -> str:
     """Every `~` goes through this (see _Instrument): the size is known before the join."""
-    _check_size(sum(len(value) if isinstance(value, str) else len(str(value)) for value in values))
+    check_size(sum(len(value) if isinstance(value, str) else len(str(value)) for value in values))
     return (markup_join if eval_ctx.autoescape else str_join)(values)
 
 
@@ -221,13 +110,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def __init__(self, *, html: bool):
         super().__init__(autoescape=html, undefined=_Missing, finalize=_finalize)
         # No lipsum, cycler, joiner or namespace: cycler.__init__.__globals__ and kin.
-        self.globals = {"range": _range, "dict": dict}
+        self.globals = {"range": bounded_range, "dict": dict}
         self.filters = _filters()
 
     @staticmethod
     def concat(parts: Any) -> str:  # joins each captured block, macro body and {% set %}
         parts = list(parts)
-        _check_size(sum(map(len, parts)))
+        check_size(sum(map(len, parts)))
         return "".join(parts)
 
     def compile(self, source, name=None, filename=None, raw=False, defer_init=False):
@@ -241,14 +130,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         owner = getattr(obj, "__self__", None)
         # Markup's methods are Python methods, str's are built in: both are checked.
         if isinstance(obj, types.BuiltinMethodType | types.MethodType) and isinstance(
-            owner, _SEQUENCES + (dict,)
+            owner, SEQUENCES + (dict,)
         ):
-            args = _check_method(owner, obj.__name__, args)
-        return _checked(super().call(context, obj, *args, **kwargs))
+            args = check_method(owner, obj.__name__, args)
+        return checked(super().call(context, obj, *args, **kwargs))
 
     def call_binop(self, context, operator, left, right):
         tick()
-        _check_binop(operator, left, right)
+        check_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
     def getattr(self, obj, attribute):
@@ -281,7 +170,7 @@ def _guarded(name: str, check: Any = None) -> Any:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if check is not None:
             check(*args, **kwargs)
-        return _checked(original(*args, **kwargs))
+        return checked(original(*args, **kwargs))
 
     return guarded
 
@@ -301,13 +190,13 @@ def _check_indent(indent: Any) -> None:
 
 # Filters whose output can outgrow their input many times over: checked before they run.
 _CHECKS = {
-    "center": lambda value, width=80: _check_size(_width(width)),
-    "indent": lambda s, width=4, *_, **__: _check_size(len(str(s)) + _width(width) * _lines(s)),
-    "replace": lambda ctx, s, old, new, count=None: _check_size(_replaced_size(s, old, new, count)),
-    "batch": lambda value, linecount, *_, **__: _check_size(_width(linecount)),
-    "slice": lambda value, slices, *_, **__: _check_size(_width(slices)),
-    "format": lambda value, *_, **__: _check_printf(value),
-    "wordwrap": lambda env, s, width=79, words=True, wrapstring=None, *_, **__: _check_size(
+    "center": lambda value, width=80: check_size(_width(width)),
+    "indent": lambda s, width=4, *_, **__: check_size(len(str(s)) + _width(width) * _lines(s)),
+    "replace": lambda ctx, s, old, new, count=None: check_size(replaced_size(s, old, new, count)),
+    "batch": lambda value, linecount, *_, **__: check_size(_width(linecount)),
+    "slice": lambda value, slices, *_, **__: check_size(_width(slices)),
+    "format": lambda value, *_, **__: check_printf(value),
+    "wordwrap": lambda env, s, width=79, words=True, wrapstring=None, *_, **__: check_size(
         len(str(s)) + len(wrapstring or "\n") * (len(str(s)) // max(_width(width), 1) + _lines(s))
     ),
     "tojson": lambda ctx, value, indent=None: _check_indent(indent),
@@ -322,8 +211,8 @@ def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
     items = list(value)
     if attribute is not None:
         items = list(map(make_attrgetter(eval_ctx.environment, attribute), items))
-    _check_size(len(str(d)) * len(items) + sum(len(str(item)) for item in items))
-    return _checked(FILTERS["join"](eval_ctx, items, d))
+    check_size(len(str(d)) * len(items) + sum(len(str(item)) for item in items))
+    return checked(FILTERS["join"](eval_ctx, items, d))
 
 
 def _filters() -> dict[str, Any]:
@@ -378,7 +267,7 @@ def _unsafe(node: nodes.Node) -> str | None:
     if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Name):
         if node.node.name == "range" and all(isinstance(a, nodes.Const) for a in node.args):
             try:
-                _range(*(argument.value for argument in node.args))
+                bounded_range(*(argument.value for argument in node.args))
             except LimitExceeded as exc:
                 return str(exc)
             except (TypeError, ValueError):

@@ -425,18 +425,22 @@
     result.appendChild(fragment);
   }
 
+  /* The live preview renders the editor form as typed (unsaved edits too): the preview's
+     fields belong to that form (form="template-form"), so its FormData carries them all. */
   function initTemplatePreview(section) {
-    var form = $("[data-preview-form]", section);
+    var panel = $("[data-preview-form]", section);
+    var editor = $("#template-form");
     var result = $("[data-preview-result]", section);
-    var data = $("textarea[name=sample_data]", form);
-    var locale = $("select[name=preview_locale]", form);
+    var data = $("textarea[name=sample_data]", panel);
+    var locale = $("select[name=preview_locale]", panel);
+    var button = $("[data-preview-button]", panel);
     var note = $("[data-live-note]", section);
-    var token = $("input[name=csrf_token]", form);
     var timer = null;
     var latest = 0;
+    if (!editor) { return; }
 
     function showError(name, text) {
-      var box = $("[data-preview-error=" + name + "]", form);
+      var box = $("[data-preview-error=" + name + "]", panel);
       var control = name === "data" ? data : locale;
       if (!box) { return; }
       box.hidden = !text;
@@ -452,9 +456,8 @@
     }
 
     function update() {
-      var parsed;
       try {
-        parsed = data.value.trim() ? JSON.parse(data.value) : {};
+        if (data.value.trim()) { JSON.parse(data.value); }
       } catch (error) {
         showError("data", "Sample data is not valid JSON: " + error.message);
         return;
@@ -462,15 +465,18 @@
       showError("data", "");
       showError("locale", "");
       var request = ++latest;
-      var headers = { Accept: "application/json", "Content-Type": "application/json",
-        "X-CSRF-Token": token ? token.value : "" };
-      getJSON(section.getAttribute("data-source"), { method: "POST", headers: headers,
-        body: JSON.stringify({ data: parsed, locale: locale.value || null }) })
+      getJSON(section.getAttribute("data-source"), { method: "POST",
+        body: new URLSearchParams(new FormData(editor)) })
         .then(function (reply) {
           if (request !== latest) { return; }  // a newer preview is on its way
           if (reply.ok) { renderPreview(result, reply.body); return; }
-          var fields = (reply.body && reply.body.fields) || {};
+          var fields = Object.assign({}, (reply.body && reply.body.fields) || {});
           if (fields.locale) { showError("locale", "Locale " + fields.locale); return; }
+          if (fields.data) { showError("data", "Sample data " + fields.data); return; }
+          if (Object.keys(fields).length) {  // the form makes no template yet: say why
+            renderPreview(result, { problems: fields, channels: {} });
+            return;
+          }
           showError("data", (reply.body && reply.body.error) || "Preview failed (" + reply.status + ")");
         })
         .catch(function () { showError("data", "The service did not answer; try again"); });
@@ -480,9 +486,12 @@
       if (timer) { clearTimeout(timer); }
       timer = setTimeout(update, 300);
     }
+    editor.addEventListener("input", soon);  // typing in any of the editor's fields
     data.addEventListener("input", soon);
     locale.addEventListener("change", update);
-    form.addEventListener("submit", function (event) { event.preventDefault(); update(); });
+    if (button) {
+      button.addEventListener("click", function (event) { event.preventDefault(); update(); });
+    }
     if (note) { note.hidden = false; }
   }
 

@@ -1,0 +1,30 @@
+"""A NotificationService as the tests wire it: SQLite store, in-process queue, the channels of
+the settings, and a template catalog; installed for the functions with `set_service`."""
+
+from __future__ import annotations
+
+from common.channels import make_channels
+from common.config import Settings
+from common.model import utcnow
+from common.queue.memory import MemoryQueue
+from common.runtime import set_service
+from common.service import NotificationService
+from common.store.sqlite import SqliteStore
+from common.templates.catalog import TemplateCatalog
+from common.templates.sqlite import SqliteTemplateStore
+
+
+def installed_service(settings: Settings, **extra) -> NotificationService:
+    """Build it in `settings.data_dir` and install it (undo with `set_service(None)`);
+    `extra` goes to NotificationService (e.g. `admission=`)."""
+    data_dir = settings.data_dir
+    service = NotificationService(
+        settings,
+        SqliteStore(data_dir / "notifications.db"),
+        MemoryQueue(),
+        make_channels(settings),
+        templates=TemplateCatalog(SqliteTemplateStore(data_dir / "templates.db"), utcnow),
+        **extra,
+    )
+    set_service(service)
+    return service
