@@ -156,11 +156,12 @@ class Intake:
             )
         results: list[dict] = []
         valid: list[tuple[dict, Notification]] = []
+        looked_up: dict = {}  # template versions, read once per batch
         for index, item in enumerate(items):
             result: dict[str, Any] = {"index": index}
             results.append(result)
             try:
-                notification = self._validate_item(item)
+                notification = self._validate_item(item, looked_up)
             except ValidationError as error:
                 result.update(error.to_dict())
                 continue
@@ -177,11 +178,11 @@ class Intake:
         )
         return results
 
-    def _validate(self, payload: Any) -> Notification:
+    def _validate(self, payload: Any, looked_up: dict | None = None) -> Notification:
         """A new notification from a request: rendered first when it names a template."""
         extras: dict[str, Any] = {}
         if self.templates is not None:
-            payload, extras = self.templates.expand(payload)
+            payload, extras = self.templates.expand(payload, looked_up)
         notification = validate_request(payload, self.settings.max_retries)
         for name, value in extras.items():
             setattr(notification, name, value)
@@ -206,12 +207,12 @@ class Intake:
                 result.update(refusal.to_dict(), status=429)
         return kept
 
-    def _validate_item(self, item: Any) -> Notification:
+    def _validate_item(self, item: Any, looked_up: dict) -> Notification:
         key = None
         if isinstance(item, Mapping) and ITEM_KEY_FIELD in item:
             item = dict(item)
             key = item.pop(ITEM_KEY_FIELD)
-        notification = self._validate(item)
+        notification = self._validate(item, looked_up)
         if self.admission is not None:
             self.admission.check_destination(notification)
         if key is not None:

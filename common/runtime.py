@@ -106,15 +106,9 @@ def get_limiter(settings: Settings) -> Limiter:
 
 def make_access(settings: Settings, mongo_client=None) -> Access:
     if settings.mongo_uri or mongo_client is not None:
-        import pymongo
+        from common.mongo_client import mongo_client as shared_client
 
-        client = mongo_client or pymongo.MongoClient(
-            settings.mongo_uri,
-            tz_aware=True,
-            serverSelectionTimeoutMS=int(settings.store_timeout * 1000),
-            connect=False,
-        )
-        keys = MongoKeyStore(client, settings.mongo_db)
+        keys = MongoKeyStore(mongo_client or shared_client(settings), settings.mongo_db)
     else:
         keys = SqliteKeyStore(settings.data_dir / "access.db", timeout=settings.store_timeout)
     issuer = None
@@ -125,13 +119,6 @@ def make_access(settings: Settings, mongo_client=None) -> Access:
             settings.auth_jwt_issuer, settings.auth_jwt_audience, settings.auth_jwks_url
         )
     return Access(settings, keys, get_limiter(settings), issuer)
-
-
-def set_access(access: Access | None) -> None:
-    """Install credential checks built elsewhere (tests), or forget the current ones."""
-    global _access
-    with _lock:
-        _access = access
 
 
 def current_settings() -> Settings:

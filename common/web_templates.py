@@ -4,6 +4,7 @@ what a post of it makes, its version history and the preview."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -242,7 +243,7 @@ def show(request: flask.Request, key: str, version: str | None, notice: str | No
     catalog = get_service().templates
     current = catalog.get(key)
     shown = current
-    if version and version.isdigit() and int(version) != current.version:
+    if version and re.fullmatch(r"[0-9]{1,7}", version) and int(version) != current.version:
         shown = catalog.get(key, int(version))
         notice = notice or f"Showing version {shown.version}: saving makes it the newest again."
     form = TemplateForm.from_document(shown.document)

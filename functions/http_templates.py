@@ -1,5 +1,7 @@
 """HTTP function: notification templates, versioned (/templates), and their preview."""
 
+import re
+
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
@@ -55,7 +57,7 @@ def archive(request, key):
     "/templates/<key>/versions/<version>", methods=("GET",), access=needs(READ, TEMPLATES)
 )
 def one_version(request, key, version):
-    if not version.isdigit() or not 1 <= int(version) <= 1_000_000:
+    if not re.fullmatch(r"[0-9]{1,7}", version) or not 1 <= int(version) <= 1_000_000:
         raise ValidationError("invalid version", {"version": "must be a version number"})
     return json_response(_catalog().get(key, int(version)).to_dict())
 

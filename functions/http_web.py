@@ -4,6 +4,8 @@ Pages are rendered from templates/ with the service called in-process; their scr
 JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live updates.
 """
 
+import re
+
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
@@ -222,7 +224,9 @@ def message_template_preview(request, key=None):
 def message_template(request, key):
     if request.method == "GET":
         saved = request.args.get("saved")
-        notice = f"Saved as version {saved}." if saved and saved.isdigit() else None
+        notice = (
+            f"Saved as version {saved}." if saved and re.fullmatch(r"[0-9]{1,7}", saved) else None
+        )
         return web_templates.show(request, key, request.args.get("version"), notice)
     posted = read_form(request)
     _verify_csrf(request)

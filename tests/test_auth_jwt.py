@@ -156,3 +156,13 @@ def test_looks_like_jwt(signing_key):
     assert not looks_like_jwt("a.b")
     assert not looks_like_jwt("a.b.c.d")
     assert not looks_like_jwt("a b.c.d")
+
+
+def test_a_subject_with_control_characters_or_too_long_is_refused(tokens, signing_key):
+    for subject in ("svc\nevent=forged", "s" * 257):
+        token = jwt.encode(
+            _claims(sub=subject), signing_key, algorithm="RS256", headers={"kid": KID}
+        )
+        with pytest.raises(InvalidCredential) as refused:
+            tokens.verify(token)
+        assert "subject" in refused.value.reason

@@ -180,3 +180,47 @@ def test_subject_injection_is_refused_with_html_too(smtp_server, tmp_path):
     alternatives(message)
     assert message["Subject"] == "hi Bcc: x@evil.example"
     assert message["Bcc"] is None and "bcc" not in header_names(raw)
+
+
+def test_a_template_send_arrives_as_the_multipart_email_that_was_stored(smtp_server, tmp_path):
+    """Accept (render) → store → deliver → what the SMTP server received, for a shipped
+    example template: counted on the peer, not read from a status."""
+    import json
+    from pathlib import Path
+
+    from common.runtime import set_service
+    from tests.support.services import installed_service
+
+    settings = load_settings({**smtp_server.env(), "DATA_DIR": str(tmp_path / "data")})
+    service = installed_service(settings)
+    try:
+        examples = Path(__file__).resolve().parents[1] / "templates" / "notifications"
+        service.templates.create(json.loads((examples / "welcome/template.json").read_text()))
+        accepted = service.submit(
+            {
+                "user_id": "zoe",
+                "notification_type": "email",
+                "email": "zoe@example.com",
+                "template": "welcome",
+                "data": {"name": "Zoé"},
+                "locale": "fr-CA",
+            }
+        )
+        service.deliver(accepted.id)
+        (mail,) = smtp_server.wait_for_messages(1)
+        message = email.message_from_bytes(mail.raw, policy=email.policy.default)
+        stored = service.get(accepted.id)
+        assert message["Subject"] == stored.subject and "Zoé" in stored.subject
+        assert message["Content-Language"] == "fr"
+        text, html = alternatives(message)
+
+        def lines(body: str) -> list[str]:  # SMTP carries CRLF line ends
+            return body.strip().splitlines()
+
+        assert lines(text.get_content()) == lines(stored.message)
+        assert lines(html.get_content()) == lines(stored.html)
+        assert "<style" not in html.get_content() and 'style="' in html.get_content()
+        assert stored.status == "sent" and len(smtp_server.messages) == 1
+    finally:
+        set_service(None)
+        service.store.close()

@@ -534,3 +534,15 @@ def test_threads_share_one_bucket_on_mongo(mongo_store):
     if not os.environ.get("MONGO_URI"):
         mongo_store.collection = _OneAtATime(mongo_store.collection)
     _threads_share_one_bucket(mongo_store)
+
+
+def test_every_mongo_store_of_a_process_shares_one_bounded_client(settings):
+    """One connection pool per process, and every operation bounded by STORE_TIMEOUT."""
+    from common.mongo_client import mongo_client
+    from common.templates.store import make_template_store
+
+    with_mongo = dataclasses.replace(settings, mongo_uri="mongodb://127.0.0.1:1")
+    client = mongo_client(with_mongo)
+    assert make_limit_store(with_mongo).client is client
+    assert make_template_store(with_mongo).client is client
+    assert client.options.timeout == 2 * with_mongo.store_timeout

@@ -17,37 +17,20 @@ from common.hosting import FunctionRouter
 from common.runtime import set_service
 from tests.support.auth import AuthClient
 from tests.support.services import installed_service
+from tests.support.template_samples import WELCOME as SAMPLE
 from tests.test_openapi import assert_documented, schema_validator
 
 DOCUMENT = schema_validator("/components/schemas/TemplateDocument")
 UPDATE = schema_validator("/components/schemas/TemplateDocumentUpdate")
 REQUEST = schema_validator("/components/schemas/NotificationRequest")
 
-WELCOME = {
-    "key": "welcome",
-    "description": "Sent once, after sign-up",
-    "default_locale": "en",
-    "variables": {
-        "type": "object",
-        "properties": {"name": {"type": "string", "minLength": 1}},
-        "required": ["name"],
-    },
-    "locales": {
-        "en": {
-            "email": {
-                "subject": "Welcome, {{ name }}",
-                "text": "Hi {{ name }}, thanks for signing up.",
-                "html": "<p>Hi <b>{{ name }}</b>, thanks for signing up.</p>",
-            },
-            "sms": {"text": "Welcome {{ name }}!"},
-            "in_app": {"title": "Welcome", "body": "Hi {{ name }}", "action_url": "/start"},
-        },
-        "fr": {
-            "email": {"subject": "Bienvenue, {{ name }}", "text": "Bonjour {{ name }}."},
-            "sms": {"text": "Bienvenue {{ name }} !"},
-            "in_app": {"body": "Bonjour {{ name }}"},
-        },
-    },
+# The shared sample, its French without the optional parts (no HTML, no in-app title): the
+# document must accept their absence.
+WELCOME = copy.deepcopy(SAMPLE)
+WELCOME["locales"]["fr"] = {
+    "email": {"subject": "Bienvenue, {{ name }}", "text": "Bonjour {{ name }}."},
+    "sms": {"text": "Bienvenue {{ name }} !"},
+    "in_app": {"body": "Bonjour {{ name }}"},
 }
 
 

@@ -9,37 +9,7 @@ from common.hosting import FunctionRouter
 from common.runtime import set_service
 from tests.support.auth import ADMIN_KEY, AuthClient
 from tests.support.services import installed_service
-
-WELCOME = {
-    "key": "welcome",
-    "description": "Sent once, after sign-up",
-    "default_locale": "en",
-    "variables": {
-        "type": "object",
-        "properties": {"name": {"type": "string", "minLength": 1}},
-        "required": ["name"],
-    },
-    "locales": {
-        "en": {
-            "email": {
-                "subject": "Welcome, {{ name }}",
-                "text": "Hi {{ name }}, thanks for signing up.",
-                "html": "<p>Hi <b>{{ name }}</b>, thanks for signing up.</p>",
-            },
-            "sms": {"text": "Welcome {{ name }}!"},
-            "in_app": {"title": "Welcome", "body": "Hi {{ name }}", "action_url": "/start"},
-        },
-        "fr": {
-            "email": {
-                "subject": "Bienvenue, {{ name }}",
-                "text": "Bonjour {{ name }}, merci de votre inscription.",
-                "html": "<p>Bonjour <b>{{ name }}</b>, merci de votre inscription.</p>",
-            },
-            "sms": {"text": "Bienvenue {{ name }} !"},
-            "in_app": {"title": "Bienvenue", "body": "Bonjour {{ name }}", "action_url": "/start"},
-        },
-    },
-}
+from tests.support.template_samples import WELCOME
 
 
 @pytest.fixture(scope="module")
@@ -290,3 +260,42 @@ def test_a_bad_unsaved_document_is_a_400_naming_its_fields(client):
     both = client.post("/templates/welcome/preview", json={"document": WELCOME, "version": 1})
     assert both.status_code == 400 and "version" in both.get_json()["fields"]
     assert client.get("/templates/welcome").status_code == 404
+
+
+def test_a_batch_reads_its_template_once_not_once_per_item(client, service, monkeypatch):
+    saved(client)
+    store, reads = service.templates.store, []
+    real_latest = store.latest
+    monkeypatch.setattr(store, "latest", lambda key: reads.append(key) or real_latest(key))
+    item = {"user_id": "ann", "type": "in_app", "template": "welcome", "data": {"name": "A"}}
+    reply = client.post("/notifications/batch", json={"notifications": [item] * 50})
+    assert reply.get_json()["accepted"] == 50
+    assert reads == ["welcome"]
+
+
+def test_a_template_key_that_no_template_can_have_is_refused_without_echoing_it(client):
+    body = {"user_id": "ann", "type": "in_app", "template": "X" * 5000, "data": {}}
+    reply = client.post("/notifications", json=body)
+    assert reply.status_code == 400 and "template" in reply.get_json()["fields"]
+    assert "X" * 100 not in reply.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("pattern", ["^(a+)+$", "(\\w*)*x", "([a-z]+){2,}$", "x" * 201])
+def test_a_variables_pattern_that_could_stall_the_service_is_refused(client, pattern):
+    document = {
+        **WELCOME,
+        "key": "stall",
+        "variables": {"type": "object", "properties": {"name": {"pattern": pattern}}},
+    }
+    reply = client.post("/templates", json=document)
+    assert reply.status_code == 400
+    assert "variables.properties.name.pattern" in reply.get_json()["fields"]
+
+
+def test_versions_and_keys_from_the_path_are_checked_before_the_store(client):
+    saved(client)
+    assert client.get("/templates/welcome/versions/²").status_code == 400
+    assert client.get("/templates/welcome/versions/" + "9" * 5000).status_code == 400
+    missing = client.get("/templates/" + "Z" * 3000)
+    assert missing.status_code == 404 and "Z" * 100 not in missing.get_data(as_text=True)
+    assert client.delete("/templates/" + "Z" * 3000).status_code == 404

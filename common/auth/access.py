@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from common.auth import sessions, user_tokens
 from common.auth.api_keys import ApiKey, iso_time, new_key, parse_key
 from common.auth.errors import InvalidCredential
+from common.auth.jwt_issuer import looks_like_jwt
 from common.auth.key_store import KeyStore
 from common.auth.principal import (
     ADMIN,
@@ -140,7 +141,7 @@ class Access:
         admin = self.settings.admin_api_key
         if admin and hmac.compare_digest(token.encode(), admin.encode()):
             return ADMIN_ENV_PRINCIPAL
-        if token.count(".") == 2:
+        if looks_like_jwt(token):
             if user_tokens.is_user_token(token):
                 user_id = user_tokens.verify(token, self.token_secret)
                 return Principal(USER_TOKEN, f"user:{user_id}", frozenset(), user_id=user_id)
@@ -250,7 +251,7 @@ class Access:
     def revoke_key(self, key_id: str) -> ApiKey:
         key = self.keys.revoke(key_id, self.clock()) if parse_key_id(key_id) else None
         if key is None:
-            raise NotFound(f"API key {key_id} not found")
+            raise NotFound(f"API key {key_id[:40]!r} not found")
         log.info("event=key_revoked key=%s", key.id)
         return key
 

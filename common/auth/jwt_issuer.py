@@ -15,6 +15,7 @@ from common.auth.principal import SCOPES
 log = logging.getLogger("notifications.auth")
 
 # Asymmetric only: with HS* the public key (anyone can fetch it) would become the secret.
+MAX_SUBJECT = 256
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
 SCOPE_PREFIXES = ("notifications:", "notifications.")
 KEYS_UNAVAILABLE = "the token issuer's keys could not be fetched"
@@ -115,6 +116,9 @@ class IssuerTokens:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidCredential("the token names no subject")
+        if len(subject) > MAX_SUBJECT or any(ord(c) < 32 or ord(c) == 127 for c in subject):
+            # It names the caller in logs and in its rate-limit bucket.
+            raise InvalidCredential("the token's subject is too long or holds control characters")
         return IssuerIdentity(subject=subject, scopes=_our_scopes(claims))
 
     def _signing_key(self, kid: str) -> jwt.PyJWK:

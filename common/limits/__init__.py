@@ -11,8 +11,9 @@ from common.limits.store import LimitStore
 def make_limit_store(settings: Settings) -> LimitStore:
     if settings.mongo_uri:
         from common.limits.mongo import MongoLimitStore
+        from common.mongo_client import mongo_client
 
-        return MongoLimitStore(settings.mongo_uri, settings.mongo_db, settings.store_timeout)
+        return MongoLimitStore(mongo_client(settings), settings.mongo_db, settings.store_timeout)
     from common.limits.sqlite import SqliteLimitStore
 
     return SqliteLimitStore(settings.data_dir / "limits.db", settings.store_timeout)

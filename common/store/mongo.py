@@ -79,6 +79,7 @@ class MongoStore(NotificationStore):
         # tz_aware: datetimes come back in UTC with tzinfo, as the model keeps them.
         # timeoutMS bounds every operation, so a stalled server is a prompt 503.
         millis = int(timeout * 1000)
+        self._owns_client = client is None  # a client passed in is its owner's to close
         self.client = client or pymongo.MongoClient(
             uri,
             tz_aware=True,
@@ -298,4 +299,5 @@ class MongoStore(NotificationStore):
         self.client.admin.command("ping")
 
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()

@@ -43,6 +43,8 @@ class TemplateCatalog:
         return self.store.add_version(key, document, self.clock())
 
     def get(self, key: str, version: int | None = None) -> TemplateVersion:
+        if not documents.KEY_PATTERN.fullmatch(key):  # from a path: no template has it
+            raise NotFound("no template has this key")
         found = self.store.latest(key) if version is None else self.store.get(key, version)
         if found is None:
             which = f"template {key!r}" + (f" version {version}" if version else "")
@@ -53,6 +55,7 @@ class TemplateCatalog:
         return self.store.list()
 
     def archive(self, key: str) -> TemplateVersion:
+        self.get(key)  # a key no template can have is a 404 before the store is asked
         archived = self.store.archive(key, self.clock())
         if archived is None:
             raise NotFound(f"template {key!r} not found")
@@ -121,9 +124,12 @@ class TemplateCatalog:
 
     # -- sending with a template --------------------------------------------------------------
 
-    def expand(self, payload: Any) -> tuple[Any, dict[str, Any]]:
+    def expand(self, payload: Any, looked_up: dict | None = None) -> tuple[Any, dict[str, Any]]:
         """For a send that names a template: (the payload with its message and subject
-        rendered, the fields to set on the notification). Other payloads pass unchanged."""
+        rendered, the fields to set on the notification). Other payloads pass unchanged.
+
+        `looked_up` remembers the versions read for one request, so that a batch of 1,000
+        sends of one template reads it once, not once per item."""
         if not isinstance(payload, Mapping) or "template" not in payload:
             return payload, {}
         both = [name for name in ("message", "subject") if name in payload]
@@ -133,10 +139,16 @@ class TemplateCatalog:
                 {both[0]: "give either a template (with data) or the text, not both"},
             )
         key = payload.get("template")
-        if not isinstance(key, str) or not key:
-            raise ValidationError("invalid template", {"template": "must be a template key"})
+        if not isinstance(key, str) or not documents.KEY_PATTERN.fullmatch(key):
+            raise ValidationError(
+                "invalid template", {"template": "must be a template key such as welcome"}
+            )
         pinned = _version_number(payload.get("template_version"), "template_version")
-        template = self.store.latest(key) if pinned is None else self.store.get(key, pinned)
+        looked_up = {} if looked_up is None else looked_up
+        if (key, pinned) not in looked_up:
+            found = self.store.latest(key) if pinned is None else self.store.get(key, pinned)
+            looked_up[key, pinned] = found
+        template = looked_up[key, pinned]
         if template is None:
             which = "no template " + repr(key) + (f" with version {pinned}" if pinned else "")
             raise ValidationError("unknown template", {"template": which})

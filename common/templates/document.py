@@ -85,9 +85,30 @@ def _check_schema(schema: Any, problems: dict[str, str]) -> None:
             for name, child in value.items():
                 if name in REF_KEYWORDS and isinstance(child, str) and not child.startswith("#"):
                     problems[f"{where}.{name}"] = "must be a reference inside the schema (#/...)"
+                if name == "pattern" and isinstance(child, str):
+                    problem = _pattern_problem(child)
+                    if problem:
+                        problems[f"{where}.{name}"] = problem
+                if name == "patternProperties" and isinstance(child, dict):
+                    problems[f"{where}.{name}"] = "is not supported: name the properties"
                 stack.append((child, f"{where}.{name}"))
         elif isinstance(value, list):
             stack.extend((child, f"{where}.{index}") for index, child in enumerate(value))
+
+
+# A group holding a quantifier, itself quantified: `(a+)+`, `(\w*)*`, `(a|aa){2,}`. Python's
+# `re` backtracks through such patterns exponentially, and it checks every send's data.
+NESTED_QUANTIFIER = re.compile(r"\([^()]*[+*}][^()]*\)\s*[+*{]")
+MAX_PATTERN = 200
+
+
+def _pattern_problem(pattern: str) -> str | None:
+    """Why a `pattern` could stall the service on crafted data (or is too long), or None."""
+    if len(pattern) > MAX_PATTERN:
+        return f"is longer than {MAX_PATTERN} characters"
+    if NESTED_QUANTIFIER.search(pattern):
+        return "repeats a repeated group, which can take exponential time: simplify it"
+    return None
 
 
 def _key(in_body: Any, in_path: str | None, problems: dict[str, str]) -> str | None:

@@ -99,7 +99,7 @@ def validate_data(document: dict, data: Any) -> None:
     except (TypeError, ValueError, RecursionError):
         raise ValidationError("invalid template data", {"data": "must be JSON"}) from None
     if size > MAX_DATA_BYTES:
-        raise ValidationError("template data too big", {"data": f"is over {size} bytes"})
+        raise ValidationError("template data too big", {"data": f"is over {MAX_DATA_BYTES} bytes"})
     schema = document.get("variables")
     if schema is None:
         return

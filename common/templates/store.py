@@ -110,19 +110,10 @@ class TemplateStore(ABC):
 def make_template_store(settings: Settings) -> TemplateStore:
     """MongoDB when MONGO_URI is set, else a SQLite file of its own under DATA_DIR."""
     if settings.mongo_uri:
-        import pymongo
-
+        from common.mongo_client import mongo_client
         from common.templates.mongo import MongoTemplateStore
 
-        timeout = int(settings.store_timeout * 1000)
-        client = pymongo.MongoClient(
-            settings.mongo_uri,
-            tz_aware=True,
-            serverSelectionTimeoutMS=timeout,
-            timeoutMS=timeout * 2,  # a stalled server is a prompt 503, as for the other stores
-            connect=False,
-        )
-        return MongoTemplateStore(client, settings.mongo_db, owns_client=True)
+        return MongoTemplateStore(mongo_client(settings), settings.mongo_db)
     from common.templates.sqlite import SqliteTemplateStore
 
     return SqliteTemplateStore(settings.data_dir / "templates.db", timeout=settings.store_timeout)
