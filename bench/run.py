@@ -27,8 +27,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ALL = ("ingest", "batch", "delivery", "latency", "sweep")
 
-FULL = dict(runs=3, seconds=10.0, backlog=50_000, sizes=[10_000, 100_000, 1_000_000], reps=5)
-QUICK = dict(runs=1, seconds=3.0, backlog=5_000, sizes=[10_000, 100_000], reps=2)
+FULL = dict(runs=3, seconds=10.0, backlog=50_000, sizes=[20_000, 100_000, 1_000_000], reps=5)
+QUICK = dict(runs=1, seconds=3.0, backlog=5_000, sizes=[20_000, 100_000], reps=2)
 
 
 def measure(name: str, p: dict) -> dict:

@@ -1,8 +1,10 @@
-"""Sweep cost: time to requeue 1,000 due retries when 10k, 100k or 1M notifications are stored.
+"""Sweep cost: time to requeue 1,000 due notifications when 20k, 100k or 1M are stored.
 
 Each store is built straight into a SQLite file (one big transaction, indexes made after), with
-1,000 due `retry_scheduled` rows, 1% not yet due, and the rest sent. `NotificationService.sweep()`
-then runs against a real RabbitMQ queue; the due rows are reset between repetitions.
+1,000 due rows (half `retry_scheduled` retries, half `scheduled` sends whose send_at has come),
+10,000 `scheduled` sends not due yet, 1% retries not yet due, and the rest sent.
+`NotificationService.sweep()` then runs against a real RabbitMQ queue; the due rows are reset
+between repetitions.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from common.config import Settings
 from common.model import utcnow
 from common.queue.rabbitmq import RabbitQueue
 from common.service import NotificationService
-from common.store.sqlite import COLUMNS, SCHEMA, SqliteStore, to_millis
+from common.store.sqlite import COLUMNS, INDEXES_ON_ADDED, SCHEMA, SqliteStore, to_millis
 
 DUE = 1000
+SCHEDULED_WAITING = 10_000  # scheduled sends not due yet, in every size
 TABLE = SCHEMA.split(";")[0]
 
 
@@ -32,22 +35,30 @@ def build(path: Path, total: int) -> list[str]:
     now = to_millis(utcnow())
     due_at, later = now - 60_000, now + 3_600_000
     not_due = max(100, total // 100)
+    send_later = now + 7 * 86_400_000
     due_ids: list[str] = []
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(TABLE)
     placeholders = ",".join("?" * len(COLUMNS))
     insert = f"INSERT INTO notifications ({','.join(COLUMNS)}) VALUES ({placeholders})"
-    positions = set(rng.sample(range(total), DUE + not_due))
-    due_positions = set(list(positions)[:DUE])
+    picked = rng.sample(range(total), DUE + SCHEDULED_WAITING + not_due)
+    due_positions = set(picked[:DUE])
+    waiting_positions = set(picked[DUE : DUE + SCHEDULED_WAITING])
+    positions = set(picked)
     chunk: list[tuple] = []
     db.execute("BEGIN")
     for i in range(total):
         notification_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         created = now - (total - i) * 10
+        send_at = None
         if i in due_positions:
             due_ids.append(notification_id)
             status, retry, next_time, sent = "retry_scheduled", 1, due_at, None
+            if len(due_ids) % 2:  # half of the due ones are scheduled sends
+                status, retry, next_time, send_at = "scheduled", 0, None, due_at
+        elif i in waiting_positions:
+            status, retry, next_time, sent, send_at = "scheduled", 0, None, None, send_later
         elif i in positions:
             status, retry, next_time, sent = "retry_scheduled", 1, later, None
         else:
@@ -65,6 +76,8 @@ def build(path: Path, total: int) -> list[str]:
             "created_at": created,
             "updated_at": created,
             "sent_at": sent,
+            "send_at": send_at,
+            "transactional": 0,
         }
         chunk.append(tuple(row.get(column) for column in COLUMNS))
         if len(chunk) == 100_000:
@@ -72,7 +85,7 @@ def build(path: Path, total: int) -> list[str]:
             chunk.clear()
     db.executemany(insert, chunk)
     db.execute("COMMIT")
-    db.executescript(SCHEMA)  # the indexes, built once over the whole table
+    db.executescript(SCHEMA + INDEXES_ON_ADDED)  # the indexes, built once over the whole table
     db.execute("ANALYZE")
     db.close()
     return due_ids
@@ -83,8 +96,9 @@ def _reset(path: Path, due_ids: list[str]) -> None:
     with sqlite3.connect(path, isolation_level=None) as db:
         db.execute("BEGIN")
         db.executemany(
-            "UPDATE notifications SET status = 'retry_scheduled', next_retry_time = ?, "
-            "lease_until = NULL WHERE id = ?",
+            "UPDATE notifications SET status = CASE WHEN send_at IS NULL "
+            "THEN 'retry_scheduled' ELSE 'scheduled' END, next_retry_time = CASE WHEN send_at "
+            "IS NULL THEN ? END, lease_until = NULL WHERE id = ?",
             [(due_at, i) for i in due_ids],
         )
         db.execute("COMMIT")
@@ -135,7 +149,7 @@ def run(sizes: list[int], repetitions: int) -> dict:
         complete = all(n == DUE for n in result["requeued"])
         rows.append(
             Row(
-                f"sweep: requeue {DUE:,} due with {size:,} stored",
+                f"sweep: requeue {DUE:,} due with {size:,} stored, {SCHEDULED_WAITING:,} scheduled",
                 f"{result['median_ms']:.0f} ms" + ("" if complete else " (INCOMPLETE)"),
                 f"{base:.0f} ms at {smallest:,}" if size != smallest else "—",
                 f"{ratio:.2f}" if size != smallest else "—",

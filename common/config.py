@@ -85,6 +85,15 @@ class Settings:
     email_per_recipient_per_hour: int = 50
     sms_allowed_countries: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] | None = None
+    max_schedule_days: int = 30
+    transactional_categories: tuple[str, ...] = ()
+    public_base_url: str | None = None
+
+    @property
+    def public_url(self) -> str:
+        """Where recipients and providers reach this service (links in emails): PUBLIC_BASE_URL,
+        else this machine's loopback address and PORT (good for trying it locally only)."""
+        return (self.public_base_url or f"http://127.0.0.1:{self.port}").rstrip("/")
 
     @property
     def sender_address(self) -> str | None:
@@ -285,6 +294,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             for code in read.words("SMS_ALLOWED_COUNTRIES", r"\+?[1-9][0-9]{0,2}", "1,44,33") or ()
         ),
         allowed_hosts=read.words("ALLOWED_HOSTS", r"[a-z0-9.\-\[\]:*]+", "api.example.com,*"),
+        max_schedule_days=read.number("MAX_SCHEDULE_DAYS", 30, minimum=1, maximum=3650),
+        transactional_categories=read.words(
+            "TRANSACTIONAL_CATEGORIES", r"[a-z0-9][a-z0-9._:\-]{0,63}", "password_reset,security"
+        )
+        or (),
+        public_base_url=read.url("PUBLIC_BASE_URL", ("http", "https")),
     )
     _check_combinations(values, read)
     if read.problems:

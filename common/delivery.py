@@ -23,6 +23,7 @@ from common.config import Settings
 from common.errors import Unavailable
 from common.model import FAILED_PERMANENTLY, RETRY_SCHEDULED, SENT, Notification, retry_delay
 from common.queue.base import NotificationQueue, QueueUnavailable
+from common.recipient_policy import address_of
 from common.store.base import NotificationStore
 
 log = logging.getLogger("notifications")
@@ -93,8 +94,11 @@ class Deliverer:
         queue: NotificationQueue,
         channels: Mapping[str, Channel],
         clock: Callable[[], datetime],
+        suppressions=None,
     ):
+        """`suppressions`: the SuppressionStore that a dead address is added to (None: none)."""
         self.settings = settings
+        self.suppressions = suppressions
         self.store = store
         self.queue = queue
         self.channels = channels
@@ -250,8 +254,30 @@ class Deliverer:
             notification.retry_count,
             result.detail,
         )
+        if result.suppress:
+            self._suppress_address(failed, result.detail)
         publish_dead_letter(self.store, self.queue, failed, self.clock)
         return FAILED_PERMANENTLY
+
+    def _suppress_address(self, failed: Notification, detail: str) -> None:
+        """The provider says this address cannot receive (or refuses us): later sends to it
+        are suppressed at acceptance instead of failing at the provider again."""
+        address = address_of(failed)
+        if self.suppressions is None or not address:
+            return
+        try:
+            added = self.suppressions.add(
+                failed.notification_type, address, detail[:500], failed.id, self.clock()
+            )
+        except Exception as error:  # noqa: BLE001 - the failure is recorded; this is extra
+            log.warning("notification=%s event=suppression_not_stored error=%s", failed.id, error)
+            return
+        if added:
+            log.warning(
+                "notification=%s event=address_suppressed type=%s",
+                failed.id,
+                failed.notification_type,
+            )
 
 
 def publish_dead_letter(

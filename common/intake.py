@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from common.admission import Admission
 from common.config import Settings
 from common.errors import DuplicateId, IdempotencyConflict, Unavailable, ValidationError
-from common.model import QUEUED, Notification, validate_request
+from common.model import PENDING, QUEUED, SUPPRESSED, Notification, validate_request
 from common.queue.base import NotificationQueue, QueueUnavailable
+from common.recipient_policy import RecipientPolicy, log_held
 from common.store.base import DUPLICATE, INSERTED, NotificationStore
 from common.templates.catalog import TemplateCatalog
 
@@ -67,15 +68,18 @@ class Intake:
         clock: Callable[[], datetime],
         admission: Admission | None = None,
         templates: TemplateCatalog | None = None,
+        policy: RecipientPolicy | None = None,
     ):
         """`admission`: the SMS country list and per-recipient caps (None: neither);
-        `templates`: renders sends that name a template (None: no templates)."""
+        `templates`: renders sends that name a template (None: no templates); `policy`: the
+        recipient's preferences and the suppression list (None: neither)."""
         self.settings = settings
         self.store = store
         self.queue = queue
         self.clock = clock
         self.admission = admission
         self.templates = templates
+        self.policy = policy
 
     def submit(self, payload: Any, idempotency_key: str | None = None) -> Notification:
         """Validate, store as pending, then queue.
@@ -94,9 +98,12 @@ class Intake:
         key = idempotency_key if idempotency_key is not None else body_key
         if key is not None:
             notification.id = idempotent_id(notification.user_id, key, field)
+        if self.policy is not None:
+            self.policy.apply([notification])
         if self.admission is not None:
             if key is not None and self.store.get(notification.id) is not None:
                 return self._existing(notification, field)  # a repeat is not a new send
+        if self.admission is not None and notification.status != SUPPRESSED:
             refusal = self.admission.take([notification])[0]
             if refusal is not None:
                 log.warning(
@@ -116,6 +123,9 @@ class Intake:
             notification.notification_type,
             notification.user_id,
         )
+        if notification.status != PENDING:
+            log_held(notification)
+            return notification
         return self.enqueue([notification])[0]
 
     def _existing(self, notification: Notification, field: str = "Idempotency-Key"):
@@ -166,11 +176,19 @@ class Intake:
                 result.update(error.to_dict())
                 continue
             valid.append((result, notification))
+        if self.policy is not None:
+            self.policy.apply([n for _, n in valid])
         accepted = self._store_batch(self._within_caps(valid))
-        queued = {n.id: n.status for n in self.enqueue(accepted)}
+        statuses = {n.id: n.status for n in accepted}
+        for notification in accepted:
+            if notification.status != PENDING:
+                log_held(notification)
+        statuses.update(
+            (n.id, n.status) for n in self.enqueue([n for n in accepted if n.status == PENDING])
+        )
         for result in results:
-            if result.get("id") in queued and "duplicate" not in result:
-                result["status"] = queued[result["id"]]
+            if result.get("id") in statuses and "duplicate" not in result:
+                result["status"] = statuses[result["id"]]
         log.info(
             "event=batch_accepted accepted=%d rejected=%d",
             sum(1 for r in results if "id" in r),
@@ -186,6 +204,15 @@ class Intake:
         notification = validate_request(payload, self.settings.max_retries)
         for name, value in extras.items():
             setattr(notification, name, value)
+        horizon = timedelta(days=self.settings.max_schedule_days)
+        if notification.send_at is not None and notification.send_at > self.clock() + horizon:
+            raise ValidationError(
+                "invalid notification",
+                {
+                    "send_at": f"is more than {self.settings.max_schedule_days} days ahead "
+                    "(MAX_SCHEDULE_DAYS)"
+                },
+            )
         return notification
 
     def _within_caps(
@@ -195,7 +222,11 @@ class Intake:
         Items already stored under their idempotency key pass uncounted: not new sends."""
         if self.admission is None or not valid:
             return list(valid)
-        fresh = [(r, n) for r, n in valid if not (keyed(n) and self.store.get(n.id))]
+        fresh = [
+            (r, n)
+            for r, n in valid
+            if n.status != SUPPRESSED and not (keyed(n) and self.store.get(n.id))
+        ]
         taken = self.admission.take([n for _, n in fresh])
         refusals = {id(r): refusal for (r, _), refusal in zip(fresh, taken, strict=True)}
         kept = []

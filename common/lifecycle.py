@@ -9,6 +9,12 @@ a delivery, on the claim token: a worker whose claim was taken over records noth
        │                  └────requeue──────┼─ (lease expired) <──────────────────┘ (due)
        └──unqueue (publish failed)          └──fail──> failed_permanently ──restart──> pending
     pending/queued ──deliver_in_place──> sent   (in-app: stored is delivered)
+    scheduled ──requeue (send_at due, by the sweep)──> queued
+    scheduled/pending/queued/retry_scheduled ──cancel──> cancelled   (final)
+    (accepted) ──> suppressed   (final: an opt-out or a suppressed address; never sent)
+
+A notification is stored as `scheduled` or `suppressed` from the start (common/recipient_policy.py
+decides which), so neither needs a move to enter.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ from datetime import datetime
 from typing import Any
 
 from common.model import (
+    CANCELLED,
     FAILED_PERMANENTLY,
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
+    SCHEDULED,
     SENDING,
     SENT,
 )
@@ -44,8 +52,11 @@ RECORD_SENT = Move("record_sent", (SENDING,), SENT, fenced=True)
 SCHEDULE_RETRY = Move("schedule_retry", (SENDING,), RETRY_SCHEDULED, fenced=True)
 FAIL = Move("fail", (SENDING,), FAILED_PERMANENTLY, fenced=True)
 EXTEND_LEASE = Move("extend_lease", (SENDING,), SENDING, fenced=True)
-# The sweep's requeue: each source only when due (see NotificationStore.claim_due).
-REQUEUE = Move("requeue", (PENDING, QUEUED, RETRY_SCHEDULED, SENDING), QUEUED)
+# The sweep's requeue: each source only when due (see NotificationStore.claim_due); a
+# scheduled notification is due at its send_at.
+REQUEUE = Move("requeue", (SCHEDULED, PENDING, QUEUED, RETRY_SCHEDULED, SENDING), QUEUED)
+# Anything no provider has yet: once it is sending, sent or failed, it is too late.
+CANCEL = Move("cancel", (SCHEDULED, PENDING, QUEUED, RETRY_SCHEDULED), CANCELLED)
 RESTART = Move("restart", (FAILED_PERMANENTLY, RETRY_SCHEDULED), PENDING)
 
 # States a manual retry may restart: the notification has given up, or is waiting for a retry.
@@ -103,3 +114,14 @@ def requeued(now: datetime) -> dict[str, Any]:
 def restarted(now: datetime) -> dict[str, Any]:
     """A manual retry: a fresh budget, queued again at once."""
     return {"status": PENDING, "retry_count": 0, "next_retry_time": None, "updated_at": now}
+
+
+def cancelled(now: datetime, reason: str) -> dict[str, Any]:
+    return {
+        "status": CANCELLED,
+        "status_reason": reason,
+        "updated_at": now,
+        "next_retry_time": None,
+        "lease_until": None,
+        "claim_token": None,
+    }

@@ -15,16 +15,33 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.errors import ValidationError
+from common.send_options import SEND_OPTION_FIELDS, parse_send_options
 
 # Life cycle (shared/DESIGN.md; the moves between them are in common/lifecycle.py):
-# pending -> queued -> sending -> sent | retry_scheduled | failed_permanently
+# [scheduled ->] pending -> queued -> sending -> sent | retry_scheduled | failed_permanently,
+# and, before a provider has it, cancelled; a recipient's opt-out or a suppressed address
+# makes it suppressed at once.
 PENDING = "pending"
 QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 RETRY_SCHEDULED = "retry_scheduled"
 FAILED_PERMANENTLY = "failed_permanently"
-STATUSES = (PENDING, QUEUED, SENDING, SENT, RETRY_SCHEDULED, FAILED_PERMANENTLY)
+SCHEDULED = "scheduled"  # held until send_at (asked for, or the end of quiet hours)
+CANCELLED = "cancelled"  # final: cancelled before a provider had it
+SUPPRESSED = "suppressed"  # final: the recipient opted out, or the address is suppressed
+STATUSES = (
+    SCHEDULED,
+    PENDING,
+    QUEUED,
+    SENDING,
+    SENT,
+    RETRY_SCHEDULED,
+    FAILED_PERMANENTLY,
+    CANCELLED,
+    SUPPRESSED,
+)
+FINAL_STATUSES = (SENT, FAILED_PERMANENTLY, CANCELLED, SUPPRESSED)
 
 EMAIL = "email"
 SMS = "sms"
@@ -48,7 +65,16 @@ EMAIL_PATTERN = re.compile(
     r'\.[^@\s\x00-\x1f\x7f-\x9f<>()\[\],;:"\\]+$'
 )
 E164_PATTERN = re.compile(r"^\+[1-9]\d{6,14}$")
-ALLOWED_FIELDS = {"user_id", "notification_type", "type", "message", "email", "phone", "subject"}
+ALLOWED_FIELDS = {
+    "user_id",
+    "notification_type",
+    "type",
+    "message",
+    "email",
+    "phone",
+    "subject",
+    *SEND_OPTION_FIELDS,
+}
 
 
 def utcnow() -> datetime:
@@ -92,6 +118,16 @@ class Notification:
     # An in-app notification's title and link (from a template's in_app parts).
     title: str | None = None
     action_url: str | None = None
+    # The sender's category (preferences and unsubscribe are per category); transactional
+    # ones (configured, or declared by their template) ignore opt-outs and quiet hours.
+    category: str | None = None
+    transactional: bool = False
+    # When a scheduled notification goes: asked for with send_at, or the end of quiet hours.
+    send_at: datetime | None = None
+    # POST /notifications/cancel with this key cancels every notification sent with it.
+    cancel_key: str | None = None
+    # Why it is scheduled, suppressed or cancelled, in words.
+    status_reason: str | None = None
     # Set (not stored) when a submission repeated an idempotency key and found this one.
     duplicate: bool = field(default=False, compare=False, repr=False)
 
@@ -210,6 +246,8 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
     if notification_type == SMS and phone is None and "phone" not in errors:
         errors["phone"] = "is required for an sms notification"
 
+    options = parse_send_options(payload, errors)
+
     if errors:
         raise ValidationError("invalid notification", errors)
     notification = Notification(
@@ -220,6 +258,7 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
         phone=phone,
         subject=subject,
         max_retries=max_retries,
+        **options,
     )
     notification.request_hash = request_fingerprint(notification)
     return notification
@@ -235,6 +274,9 @@ def request_fingerprint(notification: Notification) -> str:
         notification.phone,
         notification.subject,
     ]
+    options = [notification.category, notification.cancel_key, notification.send_at]
+    if any(option is not None for option in options):  # older fingerprints stay as they were
+        asked.append([str(option) if option is not None else None for option in options])
     return hashlib.sha256(json.dumps(asked).encode()).hexdigest()
 
 

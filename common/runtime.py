@@ -21,9 +21,11 @@ from common.limits import make_limit_store
 from common.limits.limiter import Limiter
 from common.logs import configure_logging
 from common.model import utcnow
+from common.preferences.store import make_preference_store
 from common.queue import make_queue
 from common.service import NotificationService
 from common.store import make_store
+from common.suppressions.store import make_suppression_store
 from common.templates.catalog import TemplateCatalog
 from common.templates.store import make_template_store
 
@@ -78,6 +80,8 @@ def get_service() -> NotificationService:
                     channels,
                     admission=admission,
                     templates=templates,
+                    preferences=make_preference_store(settings),
+                    suppressions=make_suppression_store(settings),
                 )
     return _service
 

@@ -7,6 +7,7 @@ dependency (store, queue, channels, clock) is passed in, so each rule is tested 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -15,13 +16,17 @@ from common.admission import Admission
 from common.channels.base import Channel
 from common.config import Settings
 from common.delivery import Deliverer
-from common.errors import NotFound, ValidationError
+from common.errors import Conflict, NotFound, ValidationError
 from common.intake import MAX_BATCH, Intake, idempotent_id
-from common.model import STATUSES, TYPES, Notification, normalise_type, utcnow
+from common.model import CANCELLED, STATUSES, TYPES, Notification, normalise_type, utcnow
 from common.queue.base import NotificationQueue
+from common.recipient_policy import RecipientPolicy
 from common.recovery import Recovery, SweepReport
+from common.send_options import parse_send_options
 from common.store.base import Cursor, NotificationStore, Page
 from common.templates.catalog import TemplateCatalog
+
+log = logging.getLogger("notifications")
 
 __all__ = ["MAX_BATCH", "NotificationService", "SweepReport", "idempotent_id"]
 
@@ -36,15 +41,23 @@ class NotificationService:
         clock: Callable[[], datetime] = utcnow,
         admission: Admission | None = None,
         templates: TemplateCatalog | None = None,
+        preferences=None,
+        suppressions=None,
     ):
+        """`preferences` (common/preferences PreferenceStore) and `suppressions`
+        (common/suppressions SuppressionStore): None means no preferences are applied and no
+        address is suppressed."""
         self.settings = settings
         self.store = store
         self.queue = queue
         self.channels = channels
         self.clock = clock
         self.templates = templates
-        self.intake = Intake(settings, store, queue, clock, admission, templates)
-        self.deliverer = Deliverer(settings, store, queue, channels, clock)
+        self.preferences = preferences
+        self.suppressions = suppressions
+        policy = RecipientPolicy(settings, preferences, suppressions, clock)
+        self.intake = Intake(settings, store, queue, clock, admission, templates, policy)
+        self.deliverer = Deliverer(settings, store, queue, channels, clock, suppressions)
         self.recovery = Recovery(settings, store, queue, clock)
 
     # -- accepting ---------------------------------------------------------------------------
@@ -70,6 +83,55 @@ class NotificationService:
     def retry(self, notification_id: str) -> Notification:
         """Manual retry: a failed (or waiting) notification is queued now, with a fresh budget."""
         return self.intake.enqueue([self.recovery.retry(notification_id)])[0]
+
+    # -- cancelling ---------------------------------------------------------------------------
+
+    def cancel(self, notification_id: str) -> Notification:
+        """Cancel what no provider has yet; cancelling a cancelled one again is harmless."""
+        current = self.get(notification_id)
+        if current.status == CANCELLED:
+            return current
+        cancelled = self.store.cancel(notification_id, self.clock(), "cancelled by request")
+        if cancelled is None:
+            now = self.store.get(notification_id) or current
+            if now.status == CANCELLED:
+                return now
+            raise Conflict(f"notification {notification_id} is {now.status}: too late to cancel")
+        log.info("notification=%s event=cancelled previous=%s", notification_id, current.status)
+        return cancelled
+
+    def cancel_by_key(self, payload: Any) -> dict:
+        """Cancel every notification sent with a cancel_key that no provider has yet."""
+        if not isinstance(payload, Mapping):
+            raise ValidationError("the request body must be a JSON object")
+        problems: dict[str, str] = {
+            str(name)[:64]: "is not a known field" for name in set(payload) - {"cancel_key"}
+        }
+        key = parse_send_options({"cancel_key": payload.get("cancel_key")}, problems).get(
+            "cancel_key"
+        )
+        if key is None and "cancel_key" not in problems:
+            problems["cancel_key"] = "is required: the cancel_key the notifications were sent with"
+        if problems:
+            raise ValidationError("invalid cancel request", problems)
+        cancelled = self.store.cancel_by_key(key, self.clock(), "cancelled with its cancel_key")
+        matched = self.store.count_with_cancel_key(key)
+        if matched == 0:
+            raise NotFound("no notification was sent with this cancel_key")
+        too_late = self.store.count_with_cancel_key(key, exclude=(CANCELLED,))
+        if not cancelled and too_late:
+            raise Conflict(
+                f"too late to cancel: the {too_late} notification(s) sent with this cancel_key "
+                "are sending, sent or final already"
+            )
+        for notification in cancelled:
+            log.info("notification=%s event=cancelled by=cancel_key", notification.id)
+        return {
+            "cancel_key": key,
+            "cancelled": len(cancelled),
+            "ids": [n.id for n in cancelled],
+            "too_late": too_late,
+        }
 
     # -- reading -----------------------------------------------------------------------------
 

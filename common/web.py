@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,18 +23,21 @@ from werkzeug.exceptions import NotFound as NoSuchFile
 from common import web_csrf
 from common.errors import NotFound, ServiceError, ValidationError
 from common.http import SESSION_COOKIE, body_limit
-from common.lifecycle import RETRYABLE_BY_HAND
+from common.lifecycle import CANCEL, RETRYABLE_BY_HAND
 from common.model import (
+    CANCELLED,
     EMAIL,
     FAILED_PERMANENTLY,
     IN_APP,
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
+    SCHEDULED,
     SENDING,
     SENT,
     SMS,
     STATUSES,
+    SUPPRESSED,
     TYPES,
 )
 from common.runtime import current_settings, get_access
@@ -47,15 +50,19 @@ TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = TEMPLATES_DIR / "static"
 
 STATUS_LABELS = {
+    SCHEDULED: "Scheduled",
     PENDING: "Pending",
     QUEUED: "Queued",
     SENDING: "Sending",
     SENT: "Sent",
     RETRY_SCHEDULED: "Retry scheduled",
     FAILED_PERMANENTLY: "Failed",
+    CANCELLED: "Cancelled",
+    SUPPRESSED: "Suppressed",
 }
+# The statuses whose status_reason says something (others may keep a stale one).
+REASONED = (SCHEDULED, CANCELLED, SUPPRESSED)
 TYPE_LABELS = {IN_APP: "In-app", EMAIL: "Email", SMS: "SMS"}
-IN_FLIGHT = (PENDING, QUEUED, SENDING)
 NAV = (
     ("/", "Home", "home"),
     ("/send-notification", "Send", "send"),
@@ -131,6 +138,8 @@ def environment() -> jinja2.Environment:
         statuses=STATUSES,
         types=TYPES,
         retryable=RETRYABLE_BY_HAND,
+        cancellable=CANCEL.sources,
+        reasoned=REASONED,
     )
     env.filters["when"] = format_time
     env.filters["duration"] = human_duration
@@ -286,19 +295,3 @@ def static_file(name: str) -> flask.Response:
         return error_page(404, "Not found", f"There is no file {name!r} here.")
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
-
-
-def stats_view(stats: Mapping[str, Any]) -> dict[str, Any]:
-    """The /stats numbers plus what the pages show: in-flight total and each bar's share."""
-    total = stats["total"]
-    by_status = stats["by_status"]
-
-    def share(count: int) -> float:
-        return round(100 * count / total, 1) if total else 0.0
-
-    return {
-        **stats,
-        "in_flight": sum(by_status.get(s, 0) for s in IN_FLIGHT),
-        "status_share": {s: share(by_status.get(s, 0)) for s in STATUSES},
-        "type_share": {t: share(stats["by_type"].get(t, 0)) for t in TYPES},
-    }

@@ -1,5 +1,5 @@
 """A user's notifications as a page: the filters and paging of `GET /users/<id>/notifications`,
-and the manual retry its rows offer."""
+the retry and cancel its rows offer, and the user's preferences (common/web_preferences.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from urllib.parse import quote, urlencode
 
 import flask
 
-from common.errors import NotFound, ValidationError
+from common import web_preferences
+from common.errors import Conflict, NotFound, ValidationError
 from common.model import Notification, user_id_problem
 from common.runtime import get_service
-from common.web import error_page, render, user_url
+from common.web import error_page, redirect, render, user_url
+from common.web_preferences import PreferenceForm
 
 PAGE_SIZES = ("10", "20", "50", "100")
 DEFAULT_PAGE_SIZE = "20"
@@ -63,7 +65,9 @@ def render_user_page(
     *,
     notice: str | None = None,
     status: int = 200,
+    preferences: PreferenceForm | None = None,
 ) -> flask.Response:
+    """The page; `preferences`: the preferences form as posted (with its errors) to show."""
     errors: dict[str, str] = {}
     items: list[Notification] = []
     next_cursor = None
@@ -79,6 +83,10 @@ def render_user_page(
     except ValidationError as error:
         errors = dict(error.fields)
         status = 400
+    document, preferences_problem = web_preferences.load(user_id)
+    if preferences is None and document is not None:
+        preferences = PreferenceForm.from_document(document)
+    zone = (document or {}).get("timezone")
     return render(
         request,
         "user.html",
@@ -87,10 +95,17 @@ def render_user_page(
         user_id=user_id,
         query=query,
         page_sizes=PAGE_SIZES,
-        notifications=[n.to_dict() for n in items],
+        notifications=[_shown(n, zone) for n in items],
         errors=errors,
         notice=notice,
         retried=request.args.get("retried", "")[:64],
+        cancelled=request.args.get("cancelled", "")[:64],
+        saved=request.args.get("saved") == "preferences",
+        preferences=preferences,
+        preferences_problem=preferences_problem,
+        timezones=web_preferences.COMMON_TIMEZONES,
+        overrides=web_preferences.OVERRIDES,
+        weekdays=web_preferences.WEEKDAYS,
         api_url=api_url(user_id, query),
         this_url=user_url(user_id, **query.params()),
         next_url=user_url(user_id, **query.params(cursor=next_cursor)) if next_cursor else None,
@@ -98,9 +113,47 @@ def render_user_page(
     )
 
 
-def retry_for_user(user_id: str, notification_id: str) -> Notification:
-    """Manual retry from the user's page; a notification of another user is not found here."""
-    service = get_service()
-    if not notification_id or service.get(notification_id).user_id != user_id:
+def _shown(notification: Notification, zone: str | None) -> dict:
+    shown = notification.to_dict()
+    shown["send_at_local"] = web_preferences.local_time(notification.send_at, zone)
+    return shown
+
+
+def _own(user_id: str, notification_id: str) -> str:
+    """The id, if it names one of this user's notifications: another user's is not found here."""
+    if not notification_id or get_service().get(notification_id).user_id != user_id:
         raise NotFound(f"user {user_id} has no notification {notification_id or '(none)'}")
-    return service.retry(notification_id)
+    return notification_id
+
+
+def retry_for_user(user_id: str, notification_id: str) -> Notification:
+    """Manual retry from the user's page."""
+    return get_service().retry(_own(user_id, notification_id))
+
+
+def cancel_for_user(user_id: str, notification_id: str) -> Notification:
+    """Cancel from the user's page, while no provider has it yet."""
+    return get_service().cancel(_own(user_id, notification_id))
+
+
+def post_to_user_page(
+    request: flask.Request, user_id: str, query: ListingQuery, posted: Mapping[str, str]
+) -> flask.Response:
+    """One of the page's forms (its `action`: retry, the default, cancel or preferences);
+    a redirect back when done, the page with the problem otherwise."""
+    action = posted.get("action") or "retry"
+    if action == "preferences":
+        form, saved = web_preferences.save(user_id, posted)
+        if not saved:
+            return render_user_page(request, user_id, query, status=400, preferences=form)
+        return redirect(user_url(user_id, **query.params(), saved="preferences") + "#preferences")
+    moves = {"retry": (retry_for_user, "retried"), "cancel": (cancel_for_user, "cancelled")}
+    if action not in moves:
+        raise ValidationError("unknown action", {"action": "must be retry, cancel or preferences"})
+    move, done = moves[action]
+    notification_id = posted.get("notification_id", "")
+    try:
+        move(user_id, notification_id)
+    except Conflict as error:
+        return render_user_page(request, user_id, query, notice=error.message, status=409)
+    return redirect(user_url(user_id, **query.params(), **{done: notification_id}))

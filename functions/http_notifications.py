@@ -1,12 +1,12 @@
-"""HTTP function: read notifications and retry failed ones by hand."""
+"""HTTP function: read notifications, retry failed ones by hand, cancel what is not sent yet."""
 
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
-from common.auth.principal import READ, RETRY
+from common.auth.principal import READ, RETRY, SEND
 from common.auth.rules import needs, owner_check
 from common.errors import UnsupportedMediaType
-from common.http import FORM_CONTENT_TYPES, Router, json_response, principal_of
+from common.http import FORM_CONTENT_TYPES, Router, json_response, principal_of, read_json
 from common.runtime import get_service, require_valid_settings
 from common.user_ids import check_user_id
 
@@ -55,6 +55,24 @@ def retry(request, notification_id):
         },
         202,
     )
+
+
+@router.route("/notifications/<notification_id>/cancel", methods=("POST",), access=needs(SEND))
+def cancel(request, notification_id):
+    _refuse_a_form_body(request)
+    notification = get_service().cancel(notification_id)
+    return json_response(
+        {
+            "id": notification.id,
+            "status": notification.status,
+            "notification": notification.to_dict(),
+        }
+    )
+
+
+@router.route("/notifications/cancel", methods=("POST",), access=needs(SEND))
+def cancel_by_key(request):
+    return json_response(get_service().cancel_by_key(read_json(request)))
 
 
 def _refuse_a_form_body(request) -> None:

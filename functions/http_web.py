@@ -1,4 +1,5 @@
-"""HTTP function: the web interface (home, send form, a user's notifications, dashboard).
+"""HTTP function: the web interface (home, send form, a user's notifications and preferences,
+dashboard).
 
 Pages are rendered from templates/ with the service called in-process; their scripts poll the
 JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live updates.
@@ -12,7 +13,6 @@ import functions_framework
 from common import web_send_templates, web_templates
 from common.auth.rules import OPEN
 from common.errors import (
-    Conflict,
     Forbidden,
     TooManyRequests,
     Unauthorized,
@@ -32,18 +32,13 @@ from common.web import (
     render,
     share_static_folder,
     static_file,
-    stats_view,
     too_large_page,
     user_url,
     verify_csrf,
 )
 from common.web_forms import TYPE_CHOICES, SendForm
-from common.web_listing import (
-    ListingQuery,
-    not_a_user_id_page,
-    render_user_page,
-    retry_for_user,
-)
+from common.web_listing import ListingQuery, not_a_user_id_page, post_to_user_page, render_user_page
+from common.web_stats import stats_view
 
 require_valid_settings(accepts_notifications=True)
 share_static_folder()
@@ -177,12 +172,7 @@ def user_notifications(request, user_id):
         return render_user_page(request, user_id, query)
     posted = read_form(request)
     _verify_csrf(request)
-    notification_id = posted.get("notification_id", "")
-    try:
-        retry_for_user(user_id, notification_id)
-    except Conflict as error:
-        return render_user_page(request, user_id, query, notice=error.message, status=409)
-    return redirect(user_url(user_id, **query.params(), retried=notification_id))
+    return post_to_user_page(request, user_id, query, posted)  # retry, cancel or preferences
 
 
 @router.route("/dashboard", methods=("GET",))

@@ -137,6 +137,18 @@ def test_refused_recipient_or_content_is_permanent(smtp_server, tmp_path, mode, 
     assert smtp_server.messages == []
 
 
+@pytest.mark.parametrize("mode, suppress", [(REJECT, True), (REJECT_DATA, False)])
+def test_only_a_550_at_rcpt_suppresses_the_address(smtp_server, tmp_path, mode, suppress):
+    """The server says the mailbox is gone (550 at RCPT): the address goes on the suppression
+    list. A refused message (at DATA) says nothing about the address."""
+    smtp_server.mode = mode
+
+    result = channel_for(smtp_server, tmp_path).deliver(email())
+
+    assert result.outcome is Outcome.PERMANENT
+    assert result.suppress is suppress
+
+
 @pytest.mark.parametrize(
     "mode, reply",
     [(TEMPFAIL, "at RCPT TO: 451 4.3.0"), (TEMPFAIL_DATA, "at DATA: 451 4.3.0")],
@@ -319,6 +331,21 @@ def test_classification_of_smtplib_errors(error, outcome, setup_problem):
     if isinstance(error, smtplib.SMTPRecipientsRefused):
         ((code, _),) = error.recipients.values()
         assert f"at RCPT TO: {code}" in result.detail
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        refused_recipient(551, b"5.1.6 user not local"),
+        refused_recipient(552, b"5.2.2 mailbox quota exceeded"),
+        refused_recipient(553, b"5.1.3 mailbox name not allowed"),
+        smtplib.SMTPDataError(550, b"5.7.1 content rejected as spam"),
+    ],
+)
+def test_other_permanent_refusals_do_not_suppress(error):
+    result = classify_smtp_error(error, "smtp.example.com:587")
+
+    assert result.outcome is Outcome.PERMANENT and not result.suppress
 
 
 def test_build_message_keeps_display_names_out_of_the_message_id():

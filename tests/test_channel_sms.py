@@ -88,6 +88,53 @@ def test_recipient_errors_are_permanent(fake_twilio, tmp_path, code):
     assert f"Twilio error {code}:" in result.detail
 
 
+@pytest.mark.parametrize("code", [21211, 21610, 21614])
+def test_dead_or_refusing_numbers_are_permanent_and_suppress(fake_twilio, tmp_path, code):
+    fake_twilio.fail_with(code)
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.PERMANENT
+    assert result.suppress is True
+    assert f"Twilio error {code}:" in result.detail
+
+
+def test_invalid_number_mode_suppresses(fake_twilio, tmp_path):
+    fake_twilio.mode = INVALID_NUMBER
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert (result.outcome, result.suppress) == (Outcome.PERMANENT, True)
+
+
+# Unreachable today is not dead for good: these fail the one notification, nothing more.
+@pytest.mark.parametrize("code", [21214, 21217, 21612, 30003, 30005, 30006])
+def test_other_recipient_errors_are_permanent_without_suppressing(fake_twilio, tmp_path, code):
+    fake_twilio.fail_with(code)
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.PERMANENT
+    assert result.suppress is False
+
+
+@pytest.mark.parametrize("code, status", [(21611, 400), (21212, 400), (20500, 500), (20429, 429)])
+def test_transient_failures_never_suppress(fake_twilio, tmp_path, code, status):
+    fake_twilio.fail_with(code, status=status)
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.outcome is Outcome.TRANSIENT
+    assert result.suppress is False
+
+
+def test_sent_and_missing_phone_do_not_suppress(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path)
+
+    assert channel.deliver(sms()).suppress is False
+    assert channel.deliver(sms(phone=None)).suppress is False
+
+
 def test_full_queue_is_transient(fake_twilio, tmp_path):
     fake_twilio.fail_with(21611)
 
@@ -200,3 +247,14 @@ def test_classification_by_error_code(status, code, outcome, setup_problem):
     assert result.outcome is outcome
     assert result.setup_problem is setup_problem
     assert result.detail.endswith(f"Twilio error {code}: nope")
+
+
+@pytest.mark.parametrize(
+    "code, suppress", [(21211, True), (21610, True), (21614, True), (21612, False), (30006, False)]
+)
+def test_suppress_flag_by_error_code(code, suppress):
+    error = TwilioRestException(400, "/Messages.json", "Unable to create record: nope", code)
+
+    result = classify_twilio_error(error)
+
+    assert (result.outcome, result.suppress) == (Outcome.PERMANENT, suppress)

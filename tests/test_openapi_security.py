@@ -263,7 +263,7 @@ TEMPLATE = {
 @pytest.fixture
 def existing(service):
     """Path values that name things the service has: a notification, its user, an API key,
-    a template and its version."""
+    a template and its version; and a suppression's channel and address."""
     notification = service.submit(
         {"user_id": "reader", "notification_type": "in_app", "message": "hi"}
     )
@@ -276,6 +276,8 @@ def existing(service):
         "name": "app.css",
         "key": template.key,
         "version": str(template.version),
+        "channel": "email",
+        "address": "bounced@example.com",
     }
 
 
@@ -285,6 +287,8 @@ UNKNOWN = {
     "key_id": "zzzzzzzzzzzz",
     "key": "no-such-template",
     "version": "7",
+    "channel": "sms",
+    "address": "+14155550100",
 }
 BODIES = {  # a valid request body, so that only the credential is missing
     ("/notifications", "POST"): {

@@ -12,12 +12,15 @@ from datetime import timedelta
 import pytest
 
 from common.model import (
+    CANCELLED,
     FAILED_PERMANENTLY,
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
+    SCHEDULED,
     SENDING,
     SENT,
+    SUPPRESSED,
     Notification,
     utcnow,
 )
@@ -280,3 +283,120 @@ def test_adding_a_taken_id_raises_duplicate_and_changes_nothing(store):
     with pytest.raises(DuplicateId):
         store.add(original.with_changes(message="other"))
     assert store.get(original.id).message == "hello"
+
+
+# -- scheduled sends, cancellation and suppression (issue 13) ---------------------------------
+
+
+def test_the_new_fields_round_trip(store):
+    send_at = utcnow() + timedelta(hours=2)
+    scheduled = make(
+        status=SCHEDULED,
+        category="marketing",
+        transactional=False,
+        send_at=send_at,
+        cancel_key="campaign-7",
+        status_reason="quiet hours until 08:00",
+    )
+    receipt = make(category="billing", transactional=True)
+    store.add_many([scheduled, receipt])
+    assert store.get(scheduled.id) == scheduled and store.get(receipt.id) == receipt
+    assert store.get(receipt.id).transactional is True  # a bool, not SQLite's 1
+    assert store.get(scheduled.id).transactional is False
+    listed = store.list_for_user("u1", status=SCHEDULED).items
+    assert [n.id for n in listed] == [scheduled.id]
+
+
+def test_a_scheduled_notification_is_released_at_its_send_at_not_a_millisecond_earlier(store):
+    now = utcnow()
+    due_now, later = make(status=SCHEDULED, send_at=now), make(status=SCHEDULED, send_at=now)
+    store.add_many([due_now, later.with_changes(send_at=now + timedelta(milliseconds=1))])
+    cut_off = now - timedelta(hours=1)
+    early = store.claim_due(now - timedelta(milliseconds=1), pending_before=cut_off)
+    assert early == [] and store.get(due_now.id).status == SCHEDULED
+
+    released = store.claim_due(now, pending_before=cut_off)
+    assert [n.id for n in released] == [due_now.id]
+    back = store.get(due_now.id)
+    assert (back.status, back.updated_at, back.lease_until, back.claim_token) == (
+        QUEUED,
+        now,
+        None,
+        None,
+    )
+    assert store.get(later.id).status == SCHEDULED
+    assert store.claim_due(now, pending_before=cut_off) == []
+
+
+def test_scheduled_suppressed_and_cancelled_are_never_claimed_otherwise(store):
+    held = [
+        make(status=SCHEDULED, send_at=utcnow() + timedelta(hours=1), created_offset=-86400),
+        make(status=SUPPRESSED, created_offset=-86400),
+        make(status=CANCELLED, created_offset=-86400),
+    ]
+    store.add_many(held)
+    now = utcnow()
+    for n in held:
+        assert claim(store, n.id, now) is None
+    assert store.claim_due(now, pending_before=now, queued_before=now) == []
+    assert all(store.get(n.id) == n for n in held)  # untouched
+
+
+def test_cancel_works_from_every_status_no_provider_has_yet(store):
+    now = utcnow()
+    sources = [SCHEDULED, PENDING, QUEUED, RETRY_SCHEDULED]
+    waiting = [
+        make(status=status, send_at=now, next_retry_time=now, lease_until=now, claim_token="t")
+        for status in sources
+    ]
+    store.add_many(waiting)
+    for n in waiting:
+        done = store.cancel(n.id, now, "cancelled by the sender")
+        assert (done.status, done.status_reason, done.updated_at) == (
+            CANCELLED,
+            "cancelled by the sender",
+            now,
+        )
+        assert done.next_retry_time is None and done.lease_until is None
+        assert done.claim_token is None and store.get(n.id) == done
+
+
+def test_cancel_is_refused_once_a_provider_has_it_or_it_is_final(store):
+    too_late = [
+        make(status=status, status_reason="before")
+        for status in (SENDING, SENT, FAILED_PERMANENTLY, SUPPRESSED, CANCELLED)
+    ]
+    store.add_many(too_late)
+    for n in too_late:
+        assert store.cancel(n.id, utcnow(), "too late") is None
+        assert store.get(n.id) == n
+    assert store.cancel("no-such-id", utcnow(), "x") is None
+
+
+def test_cancel_by_key_cancels_only_what_can_be_with_that_key_and_only_once(store):
+    now = utcnow()
+    cancellable = [
+        make(status=status, cancel_key="k1", send_at=now)
+        for status in (SCHEDULED, PENDING, QUEUED, RETRY_SCHEDULED)
+    ]
+    too_late = [make(status=s, cancel_key="k1") for s in (SENDING, SENT, SUPPRESSED)]
+    other_key, no_key = make(cancel_key="k2"), make()
+    store.add_many([*cancellable, *too_late, other_key, no_key])
+
+    done = store.cancel_by_key("k1", now, "campaign withdrawn")
+    assert sorted(n.id for n in done) == sorted(n.id for n in cancellable)
+    assert all(n.status == CANCELLED and n.status_reason == "campaign withdrawn" for n in done)
+    assert all(store.get(n.id) == n for n in done)  # what it returns is what is stored
+    assert all(store.get(n.id) == n for n in (*too_late, other_key, no_key))
+    assert store.cancel_by_key("k1", now, "again") == []
+    assert store.cancel_by_key("no-such-key", now, "x") == []
+    assert store.get(cancellable[0].id).status_reason == "campaign withdrawn"
+
+
+def test_count_with_cancel_key_counts_every_status(store):
+    store.add_many(
+        [make(cancel_key="k1"), make(cancel_key="k1", status=SENT), make(cancel_key="k2"), make()]
+    )
+    assert store.count_with_cancel_key("k1") == 2
+    assert store.count_with_cancel_key("k2") == 1
+    assert store.count_with_cancel_key("none") == 0

@@ -71,3 +71,30 @@ def test_a_file_from_an_older_version_gains_the_new_columns(tmp_path):
     assert migrated.attempts == 0 and migrated.claim_token is None
     # Its dead-letter copy was tried by the older version: not published a second time.
     assert migrated.dead_lettered_at is not None and store.dead_letters_due() == []
+    assert migrated.transactional is False  # the column's default, read back as a bool
+    assert (migrated.category, migrated.send_at, migrated.cancel_key) == (None, None, None)
+    assert migrated.status_reason is None
+    # The new columns and their indexes work on the migrated file.
+    held = note(status="scheduled", send_at=migrated.created_at, cancel_key="k", category="c")
+    store.add(held)
+    assert store.get(held.id) == held and store.count_with_cancel_key("k") == 1
+    assert [n.id for n in store.cancel_by_key("k", held.created_at, "withdrawn")] == [held.id]
+
+
+def test_the_sweep_and_cancel_by_key_use_indexes_not_a_scan_of_history(tmp_path):
+    store = SqliteStore(tmp_path / "n.db")
+    plans = []
+    connection = store._connection()
+    run = store._write
+
+    def explaining(sql, params=()):
+        plans.extend(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        return run(sql, params)
+
+    store._write = explaining
+    now = note().created_at
+    store.claim_due(now, pending_before=now, queued_before=now)
+    store.cancel_by_key("k", now, "withdrawn")
+    reads = ("status=? AND send_at<?", "cancel_key=?")
+    assert all(any(read in plan for plan in plans) for read in reads), plans
+    assert not any(plan.startswith("SCAN notifications") for plan in plans), plans

@@ -15,6 +15,7 @@ import re
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -411,4 +412,68 @@ def test_send_a_notification_from_a_template(browser_page, base_url):
     stored = api(base_url, f"/notifications/{notification_id}")
     assert stored["status"] == "sent" and stored["template"] == key
     assert "Lin" in stored["message"]  # rendered when accepted (the other test may edit it)
+    assert page.problems == []
+
+
+# -- a recipient's preferences and scheduled notifications -----------------------------------
+
+
+def test_edit_preferences_on_the_users_page(browser_page, base_url):
+    page, user = browser_page, new_user()
+    page.goto(f"{base_url}/users/{user}")
+    page.click("#preferences summary")
+    page.uncheck("#pref-channel-sms")
+    page.fill("#pref-timezone", "Europe/Paris")
+    page.fill("#pref-quiet_start", "22:00")
+    page.fill("#pref-quiet_end", "07:00")
+    page.check("#pref-day-sat")
+    page.check("#pref-day-sun")
+    page.fill("#pref-cat-new-name", "marketing")
+    page.select_option("select[name=cat-new-email]", "off")
+    page.click("#preferences button[type=submit]")
+
+    page.wait_for_url(re.compile(r"saved=preferences"))
+    assert "Preferences saved." in page.inner_text("#user-notice")
+    summary = page.inner_text("[data-preferences-summary]")
+    assert "Europe/Paris" in summary and "quiet 22:00–07:00" in summary
+    assert api(base_url, f"/users/{user}/preferences") == {
+        "channels": {"email": True, "sms": False, "in_app": True},
+        "categories": {"marketing": {"email": False}},
+        "timezone": "Europe/Paris",
+        "quiet_hours": {"start": "22:00", "end": "07:00", "days": ["sat", "sun"]},
+    }
+
+    # A bad time zone: the section opens again with the error beside the field.
+    page.click("#preferences summary")
+    page.fill("#pref-timezone", "Mars/Olympus")
+    page.click("#preferences button[type=submit]")
+    error = page.locator("#pref-timezone-error")
+    error.wait_for()
+    assert "Mars/Olympus" in error.inner_text()
+    assert page.get_attribute("#pref-timezone", "aria-invalid") == "true"
+    assert api(base_url, f"/users/{user}/preferences")["timezone"] == "Europe/Paris"
+    assert page.problems == []
+
+
+def test_cancel_a_scheduled_notification_by_clicking(browser_page, base_url):
+    page, user = browser_page, new_user()
+    send_at = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
+    iso = send_at.isoformat().replace("+00:00", "Z")
+    body = {"user_id": user, "type": "in_app", "message": "Later", "send_at": iso}
+    notification_id = api(base_url, "/notifications", body)["id"]
+    page.goto(f"{base_url}/users/{user}")
+    row = page.locator(f"tr[data-id='{notification_id}']")
+    assert row.locator(".badge").inner_text() == "Scheduled"
+    when = row.locator("[data-field=send_at] time")
+    assert when.get_attribute("datetime") == iso
+    assert send_at.strftime("%H:%M:%S UTC") in when.inner_text()  # the script keeps UTC text
+
+    row.get_by_role("button", name=re.compile("Cancel")).click()
+    page.wait_for_url(re.compile(r"cancelled="))
+    assert "was cancelled" in page.inner_text("#user-notice")
+    row = page.locator(f"tr[data-id='{notification_id}']")
+    assert row.locator(".badge").inner_text() == "Cancelled"
+    assert row.locator("[data-cancel-form]").is_hidden()
+    assert "cancelled by request" in row.locator("[data-field=status_reason]").inner_text()
+    assert api(base_url, f"/notifications/{notification_id}")["status"] == "cancelled"
     assert page.problems == []

@@ -11,6 +11,7 @@ from common.channels.in_app import InAppChannel
 from common.channels.outbox import OutboxEmailChannel, OutboxSmsChannel
 from common.channels.sms import SmsChannel
 from common.config import Settings
+from common.unsubscribe import UnsubscribeLinks
 
 __all__ = [
     "Channel",
@@ -28,8 +29,11 @@ __all__ = [
 def make_channels(settings: Settings) -> dict[str, Channel]:
     """Each notification type mapped to its channel: the provider when configured, else the
     local outbox. Build once per process and reuse (the SMS channel holds a client)."""
+    unsubscribe = UnsubscribeLinks.from_settings(settings)  # None: emails go without the link
     email: Channel = (
-        EmailChannel(settings) if settings.mail_server else OutboxEmailChannel(settings)
+        EmailChannel(settings, unsubscribe=unsubscribe)
+        if settings.mail_server
+        else OutboxEmailChannel(settings, unsubscribe)
     )
     sms: Channel = SmsChannel(settings) if settings.twilio_sid else OutboxSmsChannel(settings)
     return {channel.notification_type: channel for channel in (email, sms, InAppChannel())}

@@ -22,6 +22,9 @@ class DeliveryResult:
     # True when the failure lies in the sender's own setup (credentials, sender address, a
     # blocklisted IP, a quota), not in the recipient: transient, and logged for the operator.
     setup_problem: bool = False
+    # True when a permanent failure says the address itself is dead or refuses us (SMTP 550
+    # on RCPT, Twilio 21211/21610/21614): the address goes on the suppression list.
+    suppress: bool = False
 
     @classmethod
     def sent(cls, detail: str = "") -> DeliveryResult:
@@ -32,8 +35,8 @@ class DeliveryResult:
         return cls(Outcome.TRANSIENT, detail, setup_problem)
 
     @classmethod
-    def permanent(cls, detail: str) -> DeliveryResult:
-        return cls(Outcome.PERMANENT, detail)
+    def permanent(cls, detail: str, *, suppress: bool = False) -> DeliveryResult:
+        return cls(Outcome.PERMANENT, detail, suppress=suppress)
 
 
 class Channel(ABC):

@@ -9,6 +9,7 @@ import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Mapping
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.utils import formatdate, parseaddr
@@ -16,6 +17,7 @@ from email.utils import formatdate, parseaddr
 from common.channels.base import Channel, DeliveryResult
 from common.config import Settings
 from common.model import EMAIL, Notification
+from common.unsubscribe import UnsubscribeLinks
 
 # 530 auth required, 534/538 mechanism or encryption needed, 535 bad credentials: the operator
 # fixes the configuration and the retry succeeds, so these must not fail notifications for good.
@@ -82,21 +84,30 @@ CONTROLS_TO_SPACES = {
     code: " " for code in [*range(0x20), *range(0x7F, 0xA0), *range(0xD800, 0xE000), 0x2028, 0x2029]
 }
 
+# refold_source="none": a header set raw (List-Unsubscribe) is written as it is; refolded, its
+# long URL would become encoded-words that no mail provider reads as a link.
+TEXT_MAIL_POLICY = email.policy.default.clone(refold_source="none")
 # smtplib declares no BODY=8BITMIME for ASCII addresses, so the HTML email's parts stay 7-bit:
 # the stdlib then picks quoted-printable or base64 for non-ASCII text and for long lines.
-HTML_MAIL_POLICY = email.policy.default.clone(cte_type="7bit")
+HTML_MAIL_POLICY = TEXT_MAIL_POLICY.clone(cte_type="7bit")
 # A BCP 47 language tag, loosely ("fr", "pt-BR", "zh-Hant-TW"): also what keeps the header safe,
 # used with fullmatch, since a "$" would let a trailing newline through.
 LOCALE_PATTERN = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
+
+
+Headers = Mapping[str, str] | None
 
 
 class InvalidMessage(ValueError):
     """The notification cannot become a well-formed email: retrying cannot help."""
 
 
-def build_message(notification: Notification, sender: str, default_subject: str) -> EmailMessage:
-    """The notification as an email; raise InvalidMessage for a missing or malformed address
-    or subject, ValueError for a sender that cannot be used.
+def build_message(
+    notification: Notification, sender: str, default_subject: str, headers: Headers = None
+) -> EmailMessage:
+    """The notification as an email, with `headers` (ours, never the sender's) as they are;
+    raise InvalidMessage for a missing or malformed address or subject, ValueError for a sender
+    that cannot be used.
 
     EmailMessage refuses CR/LF in a header value, but it decodes RFC 2047 encoded-words, and
     before Python 3.11.10 and 3.12.5 (CVE-2024-6923) writes a CR/LF decoded from one back out
@@ -105,7 +116,7 @@ def build_message(notification: Notification, sender: str, default_subject: str)
     """
     if not notification.email:
         raise InvalidMessage("the notification has no email address")
-    message = EmailMessage(policy=HTML_MAIL_POLICY if notification.html else email.policy.default)
+    message = EmailMessage(policy=HTML_MAIL_POLICY if notification.html else TEXT_MAIL_POLICY)
     try:
         message["To"] = notification.email
     except (ValueError, IndexError) as error:
@@ -132,6 +143,8 @@ def build_message(notification: Notification, sender: str, default_subject: str)
     safe_id = re.sub(r"[^A-Za-z0-9._-]", "_", notification.id)
     message["Message-ID"] = f"<{safe_id}@{domain}>"
     message["X-Notification-Id"] = safe_id
+    for name, value in (headers or {}).items():
+        message.set_raw(name, value)
     _set_body(message, notification)
     _check_serialized_headers(message)
     return message
@@ -193,10 +206,16 @@ class EmailChannel(Channel):
 
     notification_type = EMAIL
 
-    def __init__(self, settings: Settings, ssl_context: ssl.SSLContext | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        ssl_context: ssl.SSLContext | None = None,
+        unsubscribe: UnsubscribeLinks | None = None,
+    ):
         if not settings.mail_server:
             raise ValueError("EmailChannel needs settings.mail_server")
         self.settings = settings
+        self.unsubscribe = unsubscribe
         # smtplib's own default context verifies nothing; tests pass one that trusts their CA.
         self.ssl_context = ssl_context or ssl.create_default_context()
         self.server = f"{settings.mail_server}:{settings.mail_port}"
@@ -216,8 +235,9 @@ class EmailChannel(Channel):
             return DeliveryResult.transient(
                 "no sender: set MAIL_DEFAULT_SENDER or MAIL_USERNAME", setup_problem=True
             )
+        links = self.unsubscribe.headers(notification) if self.unsubscribe else None
         try:
-            message = build_message(notification, sender, self.settings.mail_default_subject)
+            message = build_message(notification, sender, self.settings.mail_default_subject, links)
         except InvalidMessage as error:
             return DeliveryResult.permanent(str(error))
         except ValueError as error:  # the configured sender, not the notification, is at fault
@@ -314,7 +334,9 @@ def classify_smtp_reply(stage: str, code: int, text: str, server: str = "") -> D
         return DeliveryResult.transient(detail, setup_problem=True)
     if code < 500:  # 4xx: the server asks to come back later
         return DeliveryResult.transient(detail)
-    if stage == RCPT_STAGE or (stage == DATA_STAGE and _refuses_the_message(code, text)):
+    if stage == RCPT_STAGE:  # a 550 here: no such mailbox, or it refuses us: suppress it
+        return DeliveryResult.permanent(detail, suppress=code == 550)
+    if stage == DATA_STAGE and _refuses_the_message(code, text):
         return DeliveryResult.permanent(detail)
     # A 5xx before the recipient is named refuses us, not them: the operator has to act.
     return DeliveryResult.transient(detail, setup_problem=stage != DATA_STAGE)

@@ -13,6 +13,7 @@ from common.channels.base import Channel, DeliveryResult
 from common.channels.email import InvalidMessage, build_message
 from common.config import Settings
 from common.model import EMAIL, SMS, Notification, utcnow
+from common.unsubscribe import UnsubscribeLinks
 
 LOCAL_SENDER = "notifications@localhost"  # From of outbox mail when no sender is configured
 
@@ -62,15 +63,17 @@ class OutboxEmailChannel(Channel):
 
     notification_type = EMAIL
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, unsubscribe: UnsubscribeLinks | None = None):
         self.directory = outbox_dir(settings)
+        self.unsubscribe = unsubscribe
         self.sender = settings.sender_address or LOCAL_SENDER
         self.default_subject = settings.mail_default_subject
         self.description = f"email to local outbox {self.directory} (MAIL_SERVER unset)"
 
     def deliver(self, notification: Notification) -> DeliveryResult:
+        links = self.unsubscribe.headers(notification) if self.unsubscribe else None
         try:
-            message = build_message(notification, self.sender, self.default_subject)
+            message = build_message(notification, self.sender, self.default_subject, links)
         except InvalidMessage as error:
             return DeliveryResult.permanent(str(error))
         except ValueError as error:

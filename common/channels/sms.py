@@ -30,6 +30,10 @@ RECIPIENT_ERROR_CODES = frozenset(
         30006,  # landline or unreachable carrier
     }
 )
+# The recipient errors that say the number itself is bad or refuses us, whatever the message:
+# the number goes on the suppression list. The others (unreachable handset, a carrier that
+# cannot route it now) may clear up, so they fail the one notification only.
+SUPPRESSING_ERROR_CODES = frozenset({21211, 21610, 21614})
 # Errors in the sender's own setup: transient (the operator fixes it, then the retry succeeds)
 # and logged as a configuration problem.
 SENDER_SETUP_ERROR_CODES = frozenset(
@@ -122,7 +126,7 @@ def classify_twilio_reply(status: int, code: int | None, reason: str) -> Deliver
     """One error answer of Twilio's API: its HTTP status, error code and message."""
     detail = f"Twilio error {code}: {reason}"
     if code in RECIPIENT_ERROR_CODES:
-        return DeliveryResult.permanent(_clip(detail))
+        return DeliveryResult.permanent(_clip(detail), suppress=code in SUPPRESSING_ERROR_CODES)
     if status == 401 or code == 20003:
         return DeliveryResult.transient(
             _clip(f"authentication failed: {detail}"), setup_problem=True

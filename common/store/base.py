@@ -125,10 +125,21 @@ class NotificationStore(ABC):
     ) -> list[Notification]:
         """Atomically requeue (lifecycle.REQUEUE) what the sweep must (re)publish, and return it.
 
-        Due retries (next_retry_time <= now), pending ones never published (updated before
+        Scheduled ones whose send_at has come (send_at <= now), due retries
+        (next_retry_time <= now), pending ones never published (updated before
         `pending_before`), sending ones whose lease expired, and, when `queued_before` is given,
         queued ones whose message may be gone (updated before it).
         """
+
+    @abstractmethod
+    def cancel_by_key(self, cancel_key: str, now: datetime, reason: str) -> list[Notification]:
+        """lifecycle.CANCEL, with lifecycle.cancelled(now, reason), for every notification sent
+        with `cancel_key` that can still be cancelled: those cancelled (already cancelled ones
+        are not returned again)."""
+
+    @abstractmethod
+    def count_with_cancel_key(self, cancel_key: str, exclude: Sequence[str] = ()) -> int:
+        """How many notifications carry `cancel_key`, leaving out those in `exclude`."""
 
     @abstractmethod
     def dead_letters_due(self, limit: int = 500) -> list[Notification]:
@@ -197,6 +208,10 @@ class NotificationStore(ABC):
         return self._apply(
             notification_id, lifecycle.DELIVER_IN_PLACE, lifecycle.sent(now), types=types
         )
+
+    def cancel(self, notification_id: str, now: datetime, reason: str) -> Notification | None:
+        """Anything no provider has yet -> cancelled; None when it is too late (or unknown)."""
+        return self._apply(notification_id, lifecycle.CANCEL, lifecycle.cancelled(now, reason))
 
     def restart(self, notification_id: str, now: datetime) -> Notification | None:
         """A manual retry: failed or waiting -> pending, with a fresh retry budget."""

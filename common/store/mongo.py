@@ -19,12 +19,13 @@ import pymongo.errors
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 
 from common.errors import DuplicateId, StoreUnavailable
-from common.lifecycle import CLAIM, REQUEUE, Move
+from common.lifecycle import CANCEL, CLAIM, REQUEUE, Move, cancelled
 from common.model import (
     FAILED_PERMANENTLY,
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
+    SCHEDULED,
     SENDING,
     Notification,
 )
@@ -100,6 +101,8 @@ class MongoStore(NotificationStore):
         self.collection.create_index([("notification_type", ASCENDING)])
         self.collection.create_index([("claim", ASCENDING)], sparse=True)
         self.collection.create_index([("status", ASCENDING), ("dead_lettered_at", ASCENDING)])
+        self.collection.create_index([("status", ASCENDING), ("send_at", ASCENDING)])
+        self.collection.create_index([("cancel_key", ASCENDING)], sparse=True)
 
     @_reporting_outages
     def add(self, notification: Notification) -> None:
@@ -245,6 +248,7 @@ class MongoStore(NotificationStore):
             {"status": RETRY_SCHEDULED, "next_retry_time": {"$lte": now}},
             {"status": PENDING, "updated_at": {"$lte": pending_before}},
             {"status": SENDING, "lease_until": {"$lte": now}},
+            {"status": SCHEDULED, "send_at": {"$lte": now}},
         ]
         if queued_before is not None:
             conditions.append({"status": QUEUED, "updated_at": {"$lte": queued_before}})
@@ -263,9 +267,32 @@ class MongoStore(NotificationStore):
             "claim": claim,
         }
         self.collection.update_many({"id": {"$in": candidates}, **due}, {"$set": requeue})
-        claimed = [_to_notification(d) for d in self.collection.find({"claim": claim}, NO_ID)]
-        self.collection.update_many({"claim": claim}, {"$unset": {"claim": ""}})
-        return claimed
+        return self._take_marked(claim)
+
+    def _take_marked(self, mark: str) -> list[Notification]:
+        """The documents one update_many stamped with `mark` (its own, whatever ran beside
+        it), read back and unmarked."""
+        marked = [_to_notification(d) for d in self.collection.find({"claim": mark}, NO_ID)]
+        self.collection.update_many({"claim": mark}, {"$unset": {"claim": ""}})
+        return marked
+
+    @_reporting_outages
+    def cancel_by_key(self, cancel_key: str, now: datetime, reason: str) -> list[Notification]:
+        # Stamped like a sweep's claim: a concurrent caller's update_many skips what this one
+        # cancelled (its status guard no longer holds), so each is returned by one call only.
+        mark = str(uuid.uuid4())
+        self.collection.update_many(
+            {"cancel_key": cancel_key, "status": {"$in": list(CANCEL.sources)}},
+            {"$set": {**cancelled(now, reason), "claim": mark}},
+        )
+        return self._take_marked(mark)
+
+    @_reporting_outages
+    def count_with_cancel_key(self, cancel_key: str, exclude: Sequence[str] = ()) -> int:
+        query: dict[str, Any] = {"cancel_key": cancel_key}
+        if exclude:
+            query["status"] = {"$nin": list(exclude)}
+        return self.collection.count_documents(query)
 
     @_reporting_outages
     def dead_letters_due(self, limit: int = 500) -> list[Notification]:

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import DuplicateId, StoreUnavailable
-from common.lifecycle import CLAIM, REQUEUE, Move
+from common.lifecycle import CANCEL, CLAIM, REQUEUE, Move, cancelled
 from common.model import (
     FAILED_PERMANENTLY,
     PENDING,
     QUEUED,
     RETRY_SCHEDULED,
+    SCHEDULED,
     SENDING,
     Notification,
 )
@@ -53,6 +54,7 @@ TIME_FIELDS = (
     "updated_at",
     "sent_at",
     "dead_lettered_at",
+    "send_at",
 )
 COLUMNS = (
     "id",
@@ -75,6 +77,10 @@ COLUMNS = (
     "html",
     "title",
     "action_url",
+    "category",
+    "transactional",
+    "cancel_key",
+    "status_reason",
 ) + TIME_FIELDS
 
 SCHEMA = """
@@ -104,7 +110,12 @@ CREATE TABLE IF NOT EXISTS notifications (
     locale TEXT,
     html TEXT,
     title TEXT,
-    action_url TEXT
+    action_url TEXT,
+    category TEXT,
+    transactional INTEGER NOT NULL DEFAULT 0,
+    send_at INTEGER,
+    cancel_key TEXT,
+    status_reason TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_user_created ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS ix_status_next_retry ON notifications (status, next_retry_time);
@@ -124,10 +135,18 @@ ADDED_COLUMNS = {
     "html": "TEXT",
     "title": "TEXT",
     "action_url": "TEXT",
+    "category": "TEXT",
+    "transactional": "INTEGER NOT NULL DEFAULT 0",
+    "send_at": "INTEGER",
+    "cancel_key": "TEXT",
+    "status_reason": "TEXT",
 }
-INDEXES_ON_ADDED = (
-    "CREATE INDEX IF NOT EXISTS ix_status_dead_letter ON notifications (status, dead_lettered_at)"
-)
+# Created once the added columns exist (SCHEMA runs first, on a file that may lack them).
+INDEXES_ON_ADDED = """
+CREATE INDEX IF NOT EXISTS ix_status_dead_letter ON notifications (status, dead_lettered_at);
+CREATE INDEX IF NOT EXISTS ix_status_send_at ON notifications (status, send_at);
+CREATE INDEX IF NOT EXISTS ix_cancel_key ON notifications (cancel_key) WHERE cancel_key IS NOT NULL;
+"""
 # How often (seconds) the store checks that its file is still the one it opened.
 FILE_CHECK_INTERVAL = 1.0
 
@@ -157,6 +176,7 @@ def _to_notification(row: sqlite3.Row) -> Notification:
     data = {name: row[name] for name in COLUMNS}
     for name in TIME_FIELDS:
         data[name] = from_millis(data[name])
+    data["transactional"] = bool(data["transactional"])  # SQLite has no boolean: 0 or 1
     return Notification(**data)
 
 
@@ -247,7 +267,7 @@ class SqliteStore(NotificationStore):
                         "UPDATE notifications SET dead_lettered_at = updated_at WHERE status = ?",
                         (FAILED_PERMANENTLY,),
                     )
-        connection.execute(INDEXES_ON_ADDED)
+        connection.executescript(INDEXES_ON_ADDED)
 
     def _connection(self) -> sqlite3.Connection:
         self._check_file()
@@ -503,6 +523,7 @@ class SqliteStore(NotificationStore):
             "SELECT id FROM notifications WHERE status = ? AND next_retry_time <= ?",
             "SELECT id FROM notifications WHERE status = ? AND updated_at <= ?",
             "SELECT id FROM notifications WHERE status = ? AND lease_until <= ?",
+            "SELECT id FROM notifications WHERE status = ? AND send_at <= ?",
         ]
         params: list[Any] = [
             RETRY_SCHEDULED,
@@ -510,6 +531,8 @@ class SqliteStore(NotificationStore):
             PENDING,
             to_millis(pending_before),
             SENDING,
+            now_ms,
+            SCHEDULED,
             now_ms,
         ]
         if queued_before is not None:
@@ -522,6 +545,28 @@ class SqliteStore(NotificationStore):
             (REQUEUE.target, now_ms, *params, int(limit)),
         )[0]
         return [_to_notification(row) for row in rows]
+
+    def cancel_by_key(self, cancel_key: str, now: datetime, reason: str) -> list[Notification]:
+        changes = cancelled(now, reason)
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        rows = self._write(
+            f"UPDATE notifications SET {assignments} WHERE cancel_key = ? "
+            f"AND status IN ({','.join('?' * len(CANCEL.sources))}) RETURNING *",
+            (
+                *(_column_value(name, value) for name, value in changes.items()),
+                cancel_key,
+                *CANCEL.sources,
+            ),
+        )[0]
+        return [_to_notification(row) for row in rows]
+
+    def count_with_cancel_key(self, cancel_key: str, exclude: Sequence[str] = ()) -> int:
+        leaving_out = f" AND status NOT IN ({','.join('?' * len(exclude))})" if exclude else ""
+        rows = self._read(
+            f"SELECT COUNT(*) FROM notifications WHERE cancel_key = ?{leaving_out}",
+            (cancel_key, *exclude),
+        )
+        return rows[0][0]
 
     def dead_letters_due(self, limit: int = 500) -> list[Notification]:
         rows = self._read(

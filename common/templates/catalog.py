@@ -176,6 +176,10 @@ class TemplateCatalog:
             "locale": rendered.locale,
             "request_hash": fingerprint(payload),
         }
+        if template.document.get("category") and payload.get("category") is None:
+            plain["category"] = template.document["category"]
+        if template.document.get("transactional"):
+            extras["transactional"] = True
         if kind == EMAIL:
             plain.update(message=parts.get("text"), subject=parts.get("subject"))
             extras["html"] = parts.get("html") or None

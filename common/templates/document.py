@@ -15,10 +15,19 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from common.errors import ValidationError
+from common.send_options import category_problem
 from common.templates.engine import CHANNELS, LOCALE_PATTERN, check_safe, compile_part
 
 KEY_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-FIELDS = ("key", "description", "default_locale", "variables", "locales")
+FIELDS = (
+    "key",
+    "description",
+    "default_locale",
+    "variables",
+    "locales",
+    "category",
+    "transactional",
+)
 MAX_DESCRIPTION = 500
 MAX_SUBJECT_SOURCE = 1_000
 MAX_PART_SOURCE = 100_000
@@ -59,6 +68,7 @@ def validate_document(body: Any, key: str | None = None) -> dict:
     elif locales is not None:
         _check_same_channels(locales, default_locale, problems)
 
+    sending = _sending_rules(body, problems)
     if problems:
         raise ValidationError("invalid template", problems)
     return {
@@ -67,7 +77,27 @@ def validate_document(body: Any, key: str | None = None) -> dict:
         "default_locale": default_locale,
         "variables": variables,
         "locales": locales,
+        **sending,
     }
+
+
+def _sending_rules(body: Mapping, problems: dict[str, str]) -> dict:
+    """The template's category for its sends, and whether they are transactional (they then
+    ignore the recipient's opt-outs and quiet hours: password resets, security codes). Kept
+    out of the document when not given, so that older documents stay as they were."""
+    rules: dict[str, Any] = {}
+    if body.get("category") is not None:
+        problem = category_problem(body["category"])
+        if problem:
+            problems["category"] = problem
+        else:
+            rules["category"] = body["category"].lower()
+    if body.get("transactional") is not None:
+        if not isinstance(body["transactional"], bool):
+            problems["transactional"] = "must be true or false"
+        elif body["transactional"]:
+            rules["transactional"] = True
+    return rules
 
 
 def _check_schema(schema: Any, problems: dict[str, str]) -> None:

@@ -2,18 +2,22 @@
    - the send form hides fields the chosen type does not use, and disables itself on submit;
    - a sent notification's status, a user's list and the counts poll the JSON API;
    - times are shown in local time, and "in 25 s" for the next retry;
-   - the retry button retries through the JSON API without leaving the page.
+   - the retry button retries through the JSON API without leaving the page (cancel posts the
+     page's own form: it works the same with or without script).
    Everything is written with textContent: no server text is ever parsed as HTML. */
 (function () {
   "use strict";
 
   var LABELS = {
     pending: "Pending", queued: "Queued", sending: "Sending", sent: "Sent",
-    retry_scheduled: "Retry scheduled", failed_permanently: "Failed"
+    retry_scheduled: "Retry scheduled", failed_permanently: "Failed", scheduled: "Scheduled",
+    cancelled: "Cancelled", suppressed: "Suppressed"
   };
   var TYPE_LABELS = { in_app: "In-app", email: "Email", sms: "SMS" };
-  var FINAL = { sent: true, failed_permanently: true };
+  var FINAL = { sent: true, failed_permanently: true, cancelled: true, suppressed: true };
   var RETRYABLE = { failed_permanently: true, retry_scheduled: true };
+  var CANCELLABLE = { scheduled: true, pending: true, queued: true, retry_scheduled: true };
+  var REASONED = { scheduled: true, cancelled: true, suppressed: true };
 
   function $(selector, root) { return (root || document).querySelector(selector); }
   function $all(selector, root) {
@@ -79,6 +83,7 @@
     var date = new Date(element.getAttribute("datetime"));
     if (isNaN(date.getTime())) { return; }
     element.title = absolute.format(date);
+    if (element.hasAttribute("data-utc")) { return; }  // the server's UTC text stays
     element.textContent = element.hasAttribute("data-relative") ? relative(date) : local(date);
   }
 
@@ -149,6 +154,24 @@
     recipient: function (element, n) { element.textContent = n.email || n.phone || ""; },
     retry_label: function (element, n) {
       element.setAttribute("aria-label", "Retry notification " + n.id.slice(0, 8));
+    },
+    cancel_label: function (element, n) {
+      element.setAttribute("aria-label", "Cancel notification " + n.id.slice(0, 8));
+    },
+    send_at: function (element, n) {
+      element.hidden = !(n.status === "scheduled" && n.send_at);
+      var current = $("time", element);
+      if (element.hidden || (current && current.getAttribute("datetime") === n.send_at)) { return; }
+      var time = timeElement(n.send_at, false);
+      time.setAttribute("data-utc", "");
+      time.textContent = n.send_at;  // ISO, UTC
+      element.textContent = "Goes at ";
+      element.appendChild(time);
+    },
+    status_reason: function (element, n) {
+      var text = REASONED[n.status] && n.status_reason ? n.status_reason : "";
+      element.textContent = text;
+      element.hidden = !text;
     }
   };
 
@@ -162,6 +185,8 @@
     });
     var retryForm = $("[data-retry-form]", root);
     if (retryForm) { retryForm.hidden = !RETRYABLE[n.status]; }
+    var cancelForm = $("[data-cancel-form]", root);
+    if (cancelForm) { cancelForm.hidden = !CANCELLABLE[n.status]; }
     root.setAttribute("data-status", n.status);
   }
 

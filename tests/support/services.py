@@ -1,15 +1,18 @@
 """A NotificationService as the tests wire it: SQLite store, in-process queue, the channels of
-the settings, and a template catalog; installed for the functions with `set_service`."""
+the settings, a template catalog, the recipients' preferences and the suppression list;
+installed for the functions with `set_service`."""
 
 from __future__ import annotations
 
 from common.channels import make_channels
 from common.config import Settings
 from common.model import utcnow
+from common.preferences.store import make_preference_store
 from common.queue.memory import MemoryQueue
 from common.runtime import set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from common.suppressions.store import make_suppression_store
 from common.templates.catalog import TemplateCatalog
 from common.templates.sqlite import SqliteTemplateStore
 
@@ -18,6 +21,8 @@ def installed_service(settings: Settings, **extra) -> NotificationService:
     """Build it in `settings.data_dir` and install it (undo with `set_service(None)`);
     `extra` goes to NotificationService (e.g. `admission=`)."""
     data_dir = settings.data_dir
+    extra.setdefault("preferences", make_preference_store(settings))
+    extra.setdefault("suppressions", make_suppression_store(settings))
     service = NotificationService(
         settings,
         SqliteStore(data_dir / "notifications.db"),
