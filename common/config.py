@@ -19,6 +19,8 @@ from dotenv import dotenv_values
 from common.errors import ConfigError
 
 DEFAULT_RETRY_SCHEDULE = (30.0, 120.0, 600.0, 1800.0, 3600.0)
+# An endpoint that is down gets its events later: over about eight hours in all.
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0)
 SECRET_FIELDS = {
     "mail_password",
     "twilio_auth_token",
@@ -27,6 +29,7 @@ SECRET_FIELDS = {
     "csrf_secret",
     "admin_api_key",
     "auth_secret",
+    "metrics_token",
 }
 # The seed sent mail through Gmail with only MAIL_USERNAME and MAIL_PASSWORD set.
 SEED_MAIL_SERVER = "smtp.gmail.com"
@@ -88,6 +91,12 @@ class Settings:
     max_schedule_days: int = 30
     transactional_categories: tuple[str, ...] = ()
     public_base_url: str | None = None
+    metrics_token: str | None = None
+    webhook_allow_private: bool = False
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_WEBHOOK_RETRY_SCHEDULE
+    webhook_timeout: float = 10.0
+    webhook_failure_limit: int = 100
+    webhook_secret_grace_seconds: float = 86400.0
 
     @property
     def public_url(self) -> str:
@@ -179,10 +188,10 @@ class _Reader:
         self.problems.append(f"{name}={raw!r} is not true or false")
         return default
 
-    def schedule(self, name: str) -> tuple[float, ...]:
+    def schedule(self, name: str, default=DEFAULT_RETRY_SCHEDULE) -> tuple[float, ...]:
         raw = self.text(name)
         if raw is None:
-            return DEFAULT_RETRY_SCHEDULE
+            return default
         try:
             steps = tuple(float(part) for part in raw.split(","))
         except ValueError:
@@ -191,7 +200,7 @@ class _Reader:
             self.problems.append(
                 f"{name}={raw!r} must be comma-separated delays in seconds, e.g. 30,120,600"
             )
-            return DEFAULT_RETRY_SCHEDULE
+            return default
         return steps
 
     def words(self, name: str, pattern: str, example: str) -> tuple[str, ...] | None:
@@ -300,6 +309,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
         or (),
         public_base_url=read.url("PUBLIC_BASE_URL", ("http", "https")),
+        metrics_token=read.text("METRICS_TOKEN"),
+        webhook_allow_private=read.flag("WEBHOOK_ALLOW_PRIVATE", False),
+        webhook_retry_schedule=read.schedule(
+            "WEBHOOK_RETRY_SCHEDULE", DEFAULT_WEBHOOK_RETRY_SCHEDULE
+        ),
+        webhook_timeout=read.number("WEBHOOK_TIMEOUT", 10.0, float, minimum=0.1, maximum=60),
+        webhook_failure_limit=read.number("WEBHOOK_FAILURE_LIMIT", 100, minimum=1),
+        webhook_secret_grace_seconds=read.number(
+            "WEBHOOK_SECRET_GRACE_SECONDS", 86400.0, float, minimum=0, maximum=30 * 86400
+        ),
     )
     _check_combinations(values, read)
     if read.problems:

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from common import notification_events as told
 from common.channels.base import Channel, DeliveryResult, Outcome
 from common.config import Settings
 from common.errors import Unavailable
+from common.leases import LeaseKeeper
 from common.model import FAILED_PERMANENTLY, RETRY_SCHEDULED, SENT, Notification, retry_delay
+from common.notification_events import NO_EVENTS, EventBus, NotificationEvent
 from common.queue.base import NotificationQueue, QueueUnavailable
 from common.recipient_policy import address_of
 from common.store.base import NotificationStore
@@ -34,58 +35,6 @@ LEASE_LOST = "lease_lost"
 OUTCOME_RETRY_PAUSE = 0.2  # seconds between tries to store an outcome while the store is out
 
 
-class LeaseKeeper:
-    """One thread per process that renews the leases of the sends in flight."""
-
-    def __init__(
-        self, store: NotificationStore, lease_seconds: float, clock: Callable[[], datetime]
-    ):
-        self.store = store
-        self.lease = timedelta(seconds=lease_seconds)
-        self.interval = lease_seconds / 3
-        self.clock = clock
-        self._held: dict[tuple[str, str], threading.Event] = {}  # (id, token) -> lost
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    @contextmanager
-    def holding(self, notification_id: str, token: str) -> Iterator[threading.Event]:
-        """Renew this claim until the block ends; the event is set if the claim was lost."""
-        lost = threading.Event()
-        with self._lock:
-            self._held[(notification_id, token)] = lost
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-                self._thread.start()
-        try:
-            yield lost
-        finally:
-            with self._lock:
-                self._held.pop((notification_id, token), None)
-
-    def _run(self) -> None:
-        pause = threading.Event()  # never set: a plain interruptible sleep
-        while not pause.wait(self.interval):
-            with self._lock:
-                held = list(self._held.items())
-            for (notification_id, token), lost in held:
-                self._renew(notification_id, token, lost)
-
-    def _renew(self, notification_id: str, token: str, lost: threading.Event) -> None:
-        try:
-            kept = self.store.extend_lease(notification_id, token, self.clock() + self.lease)
-        except Exception as error:  # noqa: BLE001 - the store is down: try again next round
-            log.warning(
-                "notification=%s event=lease_renewal_failed error=%s", notification_id, error
-            )
-            return
-        with self._lock:
-            still_sending = (notification_id, token) in self._held
-        if not kept and still_sending and not lost.is_set():
-            lost.set()
-            log.warning("notification=%s event=lease_lost during=send", notification_id)
-
-
 class Deliverer:
     def __init__(
         self,
@@ -95,10 +44,13 @@ class Deliverer:
         channels: Mapping[str, Channel],
         clock: Callable[[], datetime],
         suppressions=None,
+        events: EventBus = NO_EVENTS,
     ):
-        """`suppressions`: the SuppressionStore that a dead address is added to (None: none)."""
+        """`suppressions`: the SuppressionStore that a dead address is added to (None: none);
+        `events`: told of each outcome (webhooks, metrics)."""
         self.settings = settings
         self.suppressions = suppressions
+        self.events = events
         self.store = store
         self.queue = queue
         self.channels = channels
@@ -183,6 +135,7 @@ class Deliverer:
                 delivered.notification_type,
                 delivered.retry_count + 1,
             )
+            self._tell(told.SENT, delivered, DeliveryResult.sent())
         return delivered is not None
 
     def _send(self, notification: Notification) -> DeliveryResult:
@@ -204,7 +157,10 @@ class Deliverer:
         return LEASE_LOST
 
     def _record_sent(self, notification: Notification, token: str, result: DeliveryResult) -> str:
-        if self.store.record_sent(notification.id, token, self.clock()) is None:
+        recorded = self.store.record_sent(
+            notification.id, token, self.clock(), result.provider_message_id
+        )
+        if recorded is None:
             return self._lease_lost(notification, SENT, result.detail)
         log.info(
             "notification=%s event=sent type=%s attempt=%d detail=%s",
@@ -213,6 +169,7 @@ class Deliverer:
             notification.attempts,
             result.detail,
         )
+        self._tell(told.SENT, recorded, result)
         return SENT
 
     def _schedule_retry(
@@ -240,6 +197,7 @@ class Deliverer:
             next_time.isoformat(),
             result.detail,
         )
+        self._tell(told.RETRY_SCHEDULED, recorded, result)
         return RETRY_SCHEDULED
 
     def _fail_permanently(
@@ -256,8 +214,23 @@ class Deliverer:
         )
         if result.suppress:
             self._suppress_address(failed, result.detail)
+        self._tell(told.FAILED, failed, result)
         publish_dead_letter(self.store, self.queue, failed, self.clock)
         return FAILED_PERMANENTLY
+
+    def _tell(self, kind: str, notification: Notification, result: DeliveryResult) -> None:
+        channel = self.channels.get(notification.notification_type)
+        failed = result.outcome is not Outcome.SENT
+        self.events.emit(
+            NotificationEvent(
+                kind,
+                notification,
+                self.clock(),
+                provider=channel.provider if channel is not None else None,
+                error_code=result.error_code if failed else None,
+                detail=result.detail if failed else None,
+            )
+        )
 
     def _suppress_address(self, failed: Notification, detail: str) -> None:
         """The provider says this address cannot receive (or refuses us): later sends to it

@@ -8,13 +8,29 @@ from typing import Any
 
 from cloudevents.http import CloudEvent
 
+from common.tracing import HEADER as TRACEPARENT
+from common.tracing import parse_traceparent
+
 EVENT_TYPE = "com.notifications.deliver"
 
 
-def delivery_event(notification_id: str, source: str = "local-runner/notifications") -> CloudEvent:
-    """The event the runner hands `queue_deliver` for each RabbitMQ message."""
+def delivery_event(
+    notification_id: str,
+    source: str = "local-runner/notifications",
+    traceparent: str | None = None,
+) -> CloudEvent:
+    """The event the runner hands `queue_deliver` for each RabbitMQ message; `traceparent`
+    (the message's header) becomes the CloudEvents distributed-tracing extension."""
     attributes = {"type": EVENT_TYPE, "source": source, "id": str(uuid.uuid4())}
+    if traceparent:
+        attributes[TRACEPARENT] = traceparent
     return CloudEvent(attributes, {"notification_id": notification_id})
+
+
+def traceparent_from_event(event: Any) -> str | None:
+    """The event's valid `traceparent` extension, else None."""
+    value = event.get(TRACEPARENT) if hasattr(event, "get") else None
+    return parse_traceparent(value)
 
 
 def notification_id_from_event(event: Any) -> str:

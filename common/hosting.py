@@ -26,6 +26,7 @@ from common.http import error_response, method_not_allowed
 from common.model import utcnow
 from common.queue.base import StopSignal
 from common.queue.memory import MemoryQueue
+from common.tracing import current_traceparent
 
 log = logging.getLogger("notifications.runner")
 
@@ -52,8 +53,11 @@ HTTP_FUNCTIONS = (
     FunctionSpec("http_templates.py", "http_templates"),
     FunctionSpec("http_preferences.py", "http_preferences"),
     FunctionSpec("http_suppressions.py", "http_suppressions"),
+    FunctionSpec("http_webhooks.py", "http_webhooks"),
     FunctionSpec("http_unsubscribe.py", "http_unsubscribe"),
+    FunctionSpec("http_providers.py", "http_providers"),
     FunctionSpec("http_stats.py", "http_stats"),
+    FunctionSpec("http_metrics.py", "http_metrics"),
     FunctionSpec("http_web.py", "http_web"),
     FunctionSpec("http_openapi.py", "http_openapi"),
     FunctionSpec("http_health.py", "http_health"),
@@ -154,7 +158,9 @@ class BackgroundWork:
 
     def _supervise_consumer(self) -> None:
         def handle(notification_id: str) -> None:
-            _call_event_function(self.deliver, delivery_event(notification_id))
+            # The queue runs this in the message's trace context: the event carries it on.
+            event = delivery_event(notification_id, traceparent=current_traceparent())
+            _call_event_function(self.deliver, event)
 
         while not self.stop_signal.is_set():
             self.consumer.running = True

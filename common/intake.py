@@ -18,10 +18,18 @@ from common.admission import Admission
 from common.config import Settings
 from common.errors import DuplicateId, IdempotencyConflict, Unavailable, ValidationError
 from common.model import PENDING, QUEUED, SUPPRESSED, Notification, validate_request
+from common.notification_events import (
+    ACCEPTED,
+    NO_EVENTS,
+    SUPPRESSED_EVENT,
+    EventBus,
+    NotificationEvent,
+)
 from common.queue.base import NotificationQueue, QueueUnavailable
 from common.recipient_policy import RecipientPolicy, log_held
 from common.store.base import DUPLICATE, INSERTED, NotificationStore
 from common.templates.catalog import TemplateCatalog
+from common.tracing import current_traceparent
 
 log = logging.getLogger("notifications")
 
@@ -69,6 +77,7 @@ class Intake:
         admission: Admission | None = None,
         templates: TemplateCatalog | None = None,
         policy: RecipientPolicy | None = None,
+        events: EventBus = NO_EVENTS,
     ):
         """`admission`: the SMS country list and per-recipient caps (None: neither);
         `templates`: renders sends that name a template (None: no templates); `policy`: the
@@ -80,6 +89,7 @@ class Intake:
         self.admission = admission
         self.templates = templates
         self.policy = policy
+        self.events = events
 
     def submit(self, payload: Any, idempotency_key: str | None = None) -> Notification:
         """Validate, store as pending, then queue.
@@ -123,6 +133,7 @@ class Intake:
             notification.notification_type,
             notification.user_id,
         )
+        self._tell_accepted([notification])
         if notification.status != PENDING:
             log_held(notification)
             return notification
@@ -179,6 +190,7 @@ class Intake:
         if self.policy is not None:
             self.policy.apply([n for _, n in valid])
         accepted = self._store_batch(self._within_caps(valid))
+        self._tell_accepted(accepted)
         statuses = {n.id: n.status for n in accepted}
         for notification in accepted:
             if notification.status != PENDING:
@@ -204,6 +216,7 @@ class Intake:
         notification = validate_request(payload, self.settings.max_retries)
         for name, value in extras.items():
             setattr(notification, name, value)
+        notification.traceparent = current_traceparent()  # the request's, for the delivery
         horizon = timedelta(days=self.settings.max_schedule_days)
         if notification.send_at is not None and notification.send_at > self.clock() + horizon:
             raise ValidationError(
@@ -271,6 +284,15 @@ class Intake:
                 result.update(error="not stored: the store refused this item; send it again")
         return accepted
 
+    def _tell_accepted(self, stored: Sequence[Notification]) -> None:
+        """Accepted, for each newly stored one; suppressed too, for those that never go."""
+        now = self.clock()
+        events = [NotificationEvent(ACCEPTED, n, now) for n in stored]
+        events += [
+            NotificationEvent(SUPPRESSED_EVENT, n, now) for n in stored if n.status == SUPPRESSED
+        ]
+        self.events.emit(*events)
+
     def enqueue(self, notifications: Sequence[Notification]) -> list[Notification]:
         """Publish and mark queued; on any broker failure they stay pending (the sweep retries).
 
@@ -279,7 +301,10 @@ class Intake:
             return []
         ids = [n.id for n in notifications]
         try:
-            self.queue.publish(ids, timeout=self.settings.publish_timeout)
+            traceparents = {n.id: n.traceparent for n in notifications if n.traceparent}
+            self.queue.publish(
+                ids, timeout=self.settings.publish_timeout, traceparents=traceparents or None
+            )
         except QueueUnavailable as error:
             log.warning("event=publish_failed count=%d first=%s error=%s", len(ids), ids[0], error)
             return list(notifications)

@@ -67,9 +67,9 @@ def claimed(now: datetime, lease_until: datetime, token: str) -> dict[str, Any]:
     return {"status": SENDING, "lease_until": lease_until, "claim_token": token, "updated_at": now}
 
 
-def sent(now: datetime) -> dict[str, Any]:
+def sent(now: datetime, provider_message_id: str | None = None) -> dict[str, Any]:
     """Sent now, nothing pending, no error left, the claim released."""
-    return {
+    changes = {
         "status": SENT,
         "sent_at": now,
         "updated_at": now,
@@ -78,6 +78,9 @@ def sent(now: datetime) -> dict[str, Any]:
         "lease_until": None,
         "claim_token": None,
     }
+    if provider_message_id is not None:
+        changes["provider_message_id"] = provider_message_id
+    return changes
 
 
 def retry_scheduled(

@@ -128,6 +128,15 @@ class Notification:
     cancel_key: str | None = None
     # Why it is scheduled, suppressed or cancelled, in words.
     status_reason: str | None = None
+    # The id the provider gave it (Twilio's message SID, the email's Message-ID).
+    provider_message_id: str | None = None
+    # What the provider reported after accepting it (Twilio status callbacks): queued, sent,
+    # delivered, undelivered or failed, with the provider's error code; it only moves forward.
+    delivery_status: str | None = None
+    delivery_error_code: str | None = None
+    delivery_status_at: datetime | None = None
+    # The W3C traceparent of the request that accepted it, carried to the delivery's logs.
+    traceparent: str | None = None
     # Set (not stored) when a submission repeated an idempotency key and found this one.
     duplicate: bool = field(default=False, compare=False, repr=False)
 

@@ -34,6 +34,7 @@ class SweepReport:
     requeued: int = 0
     publish_failed: int = 0
     dead_letters: int = 0
+    webhooks: int = 0  # webhook attempts made
 
 
 class Recovery:
@@ -43,8 +44,11 @@ class Recovery:
         store: NotificationStore,
         queue: NotificationQueue,
         clock: Callable[[], datetime],
+        webhooks=None,
     ):
+        """`webhooks`: outbound webhook deliveries, whose due attempts the sweep makes too."""
         self.settings = settings
+        self.webhooks = webhooks
         self.store = store
         self.queue = queue
         self.clock = clock
@@ -76,6 +80,7 @@ class Recovery:
             if len(claimed) < batch:
                 break
         self._publish_dead_letters(report)
+        self._dispatch_webhooks(report)
         if report.requeued or report.publish_failed or report.dead_letters:
             log.info(
                 "event=sweep requeued=%d publish_failed=%d dead_letters=%d",
@@ -106,6 +111,15 @@ class Recovery:
                 notification.max_retries,
             )
         return True
+
+    def _dispatch_webhooks(self, report: SweepReport) -> None:
+        """Webhook attempts that are due (retries, and first tries no process made at once)."""
+        if self.webhooks is None:
+            return
+        try:
+            report.webhooks = self.webhooks.dispatch_due()
+        except Exception as error:  # noqa: BLE001 - the notifications' sweep is done already
+            log.warning("event=webhook_dispatch_failed error=%s", error)
 
     def _publish_dead_letters(self, report: SweepReport) -> None:
         """Dead-letter copies that could not be published when their notification gave up."""

@@ -11,6 +11,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
+from common.activity import ActivityRecorder
+from common.activity_store import make_activity_store
 from common.admission import Admission
 from common.auth.access import Access
 from common.auth.key_store import MongoKeyStore, SqliteKeyStore
@@ -20,7 +22,9 @@ from common.errors import ConfigError, Unavailable
 from common.limits import make_limit_store
 from common.limits.limiter import Limiter
 from common.logs import configure_logging
+from common.metrics import MetricsListener
 from common.model import utcnow
+from common.notification_events import EventBus
 from common.preferences.store import make_preference_store
 from common.queue import make_queue
 from common.service import NotificationService
@@ -28,6 +32,8 @@ from common.store import make_store
 from common.suppressions.store import make_suppression_store
 from common.templates.catalog import TemplateCatalog
 from common.templates.store import make_template_store
+from common.webhooks.service import Webhooks
+from common.webhooks.store import make_webhook_store
 
 log = logging.getLogger("notifications")
 
@@ -73,6 +79,7 @@ def get_service() -> NotificationService:
                     raise Unavailable(f"cannot reach the notification store: {error}") from error
                 admission = Admission(settings, get_limiter(settings))
                 templates = TemplateCatalog(make_template_store(settings), utcnow)
+                listeners = make_listeners(settings)
                 _service = NotificationService(
                     settings,
                     store,
@@ -82,8 +89,18 @@ def get_service() -> NotificationService:
                     templates=templates,
                     preferences=make_preference_store(settings),
                     suppressions=make_suppression_store(settings),
+                    **listeners,
                 )
     return _service
+
+
+def make_listeners(settings: Settings) -> dict:
+    """What is told of each notification's events: the outbound webhooks, the metrics and
+    the dashboard's activity (keyword arguments for NotificationService)."""
+    webhooks = Webhooks(settings, make_webhook_store(settings), utcnow)
+    activity = ActivityRecorder(make_activity_store(settings))
+    events = EventBus([MetricsListener(), webhooks, activity])
+    return {"events": events, "webhooks": webhooks, "activity": activity}
 
 
 def get_access() -> Access:

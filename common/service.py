@@ -19,6 +19,7 @@ from common.delivery import Deliverer
 from common.errors import Conflict, NotFound, ValidationError
 from common.intake import MAX_BATCH, Intake, idempotent_id
 from common.model import CANCELLED, STATUSES, TYPES, Notification, normalise_type, utcnow
+from common.notification_events import NO_EVENTS, EventBus
 from common.queue.base import NotificationQueue
 from common.recipient_policy import RecipientPolicy
 from common.recovery import Recovery, SweepReport
@@ -43,10 +44,16 @@ class NotificationService:
         templates: TemplateCatalog | None = None,
         preferences=None,
         suppressions=None,
+        events: EventBus = NO_EVENTS,
+        webhooks=None,
+        activity=None,
     ):
         """`preferences` (common/preferences PreferenceStore) and `suppressions`
         (common/suppressions SuppressionStore): None means no preferences are applied and no
-        address is suppressed."""
+        address is suppressed; `events` is told what happens to each notification (webhooks,
+        metrics, the dashboard's activity); `webhooks` (common/webhooks Webhooks): the
+        endpoints and their deliveries, whose due attempts each sweep makes; `activity`
+        (common/activity ActivityRecorder): the dashboard's per-minute chart."""
         self.settings = settings
         self.store = store
         self.queue = queue
@@ -55,10 +62,13 @@ class NotificationService:
         self.templates = templates
         self.preferences = preferences
         self.suppressions = suppressions
+        self.events = events
+        self.webhooks = webhooks
+        self.activity = activity
         policy = RecipientPolicy(settings, preferences, suppressions, clock)
-        self.intake = Intake(settings, store, queue, clock, admission, templates, policy)
-        self.deliverer = Deliverer(settings, store, queue, channels, clock, suppressions)
-        self.recovery = Recovery(settings, store, queue, clock)
+        self.intake = Intake(settings, store, queue, clock, admission, templates, policy, events)
+        self.deliverer = Deliverer(settings, store, queue, channels, clock, suppressions, events)
+        self.recovery = Recovery(settings, store, queue, clock, webhooks)
 
     # -- accepting ---------------------------------------------------------------------------
 

@@ -8,6 +8,8 @@ from common.auth.rules import needs
 from common.http import Router, json_response, principal_of, read_json
 from common.intake import batch_cost
 from common.runtime import get_access, get_service, require_valid_settings
+from common.tracing import HEADER as TRACEPARENT
+from common.tracing import traced
 
 require_valid_settings(accepts_notifications=True)
 router = Router()
@@ -43,4 +45,6 @@ def send_batch(request):
 
 @functions_framework.http
 def http_send(request):
-    return router.dispatch(request)
+    # A caller's W3C traceparent follows its notifications to their delivery's log lines.
+    with traced(request.headers.get(TRACEPARENT)):
+        return router.dispatch(request)

@@ -2,7 +2,8 @@
 dashboard).
 
 Pages are rendered from templates/ with the service called in-process; their scripts poll the
-JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) for live updates.
+JSON API (`/notifications/<id>`, `/users/<id>/notifications`, `/stats`) and the dashboard's
+own `/dashboard/activity` for live updates.
 """
 
 import re
@@ -19,7 +20,7 @@ from common.errors import (
     Unavailable,
     ValidationError,
 )
-from common.http import SESSION_COOKIE, Router, client_address
+from common.http import SESSION_COOKIE, Router, client_address, json_response
 from common.model import user_id_problem
 from common.runtime import current_settings, get_access, get_service, require_valid_settings
 from common.web import (
@@ -36,6 +37,7 @@ from common.web import (
     user_url,
     verify_csrf,
 )
+from common.web_dashboard import dashboard_data
 from common.web_forms import TYPE_CHOICES, SendForm
 from common.web_listing import ListingQuery, not_a_user_id_page, post_to_user_page, render_user_page
 from common.web_stats import stats_view
@@ -178,9 +180,22 @@ def user_notifications(request, user_id):
 @router.route("/dashboard", methods=("GET",))
 @page
 def dashboard(request):
+    service = get_service()
     return render(
-        request, "dashboard.html", active="dashboard", stats=stats_view(get_service().stats())
+        request,
+        "dashboard.html",
+        active="dashboard",
+        stats=stats_view(service.stats()),
+        **dashboard_data(service, service.clock()),
     )
+
+
+@router.route("/dashboard/activity", methods=("GET",))
+@page
+def dashboard_activity(request):
+    """The dashboard's live data (JSON): the last hour's chart, receipts and webhook health."""
+    service = get_service()
+    return json_response(dashboard_data(service, service.clock()))
 
 
 @router.route("/message-templates", methods=("GET",))

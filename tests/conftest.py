@@ -24,20 +24,11 @@ RABBITMQ_TEST_URL = os.environ.get("RABBITMQ_TEST_URL", "amqp://guest:guest@127.
 
 def _mongo_store():
     from common.store.mongo import MongoStore
+    from tests.support.mongo import mongo_database
 
-    uri = os.environ.get("MONGO_URI")
-    database = f"test_{uuid.uuid4().hex[:8]}"
-    if uri:  # a real server, whenever the environment provides one
-        store = MongoStore(uri, database)
-        yield store
-        store.client.drop_database(database)
-        store.close()
-        return
-    # No MongoDB server can run on these machines: CI runs the contract on mongomock.
-    import mongomock
-
-    client = mongomock.MongoClient(tz_aware=True)
-    yield MongoStore(database=database, client=client)
+    # A real server whenever MONGO_URI is set; CI runs the contract on mongomock.
+    with mongo_database() as (client, name):
+        yield MongoStore(database=name, client=client)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -67,6 +67,19 @@ def test_message_arrives_with_its_headers(smtp_server, tmp_path):
     assert mail.message["Message-ID"] == f"<{notification.id}@example.com>"
     assert mail.message["Message-ID"] in result.detail
     assert mail.message.get_content().strip() == "Your parcel has shipped."
+    assert result.provider_message_id == mail.message["Message-ID"]  # with its angle brackets
+
+
+@pytest.mark.parametrize(
+    "mode, code", [(REJECT, "550"), (REJECT_DATA, "554"), (TEMPFAIL, "451"), (QUOTA_MAIL, "550")]
+)
+def test_smtp_failures_carry_the_reply_code(smtp_server, tmp_path, mode, code):
+    smtp_server.mode = mode
+
+    result = channel_for(smtp_server, tmp_path).deliver(email())
+
+    assert result.outcome is not Outcome.SENT and result.provider_message_id is None
+    assert result.error_code == code
 
 
 def test_default_subject_and_unicode_body(smtp_server, tmp_path):

@@ -99,6 +99,19 @@ def test_sms_becomes_a_json_file_named_after_the_id(tmp_path):
     assert record["id"] == notification.id
     assert record["to"] == "+14155550123"
     assert record["body"] == "Your order is ready."
+    assert result.provider_message_id == record["provider_message_id"]
+    assert result.provider_message_id.startswith("outbox-")
+
+
+def test_outbox_email_is_known_by_its_message_id(tmp_path):
+    channel = OutboxEmailChannel(local_settings(tmp_path))
+    notification = note(EMAIL)
+
+    result = channel.deliver(notification)
+
+    assert channel.provider == "outbox"
+    assert result.provider_message_id == read_eml(Path(result.detail))["Message-ID"]
+    assert result.provider_message_id == f"<{notification.id}@localhost>"
 
 
 def test_sms_without_phone_is_permanent(tmp_path):

@@ -41,8 +41,50 @@ def test_sends_to_from_and_body_with_basic_auth(fake_twilio, tmp_path):
     (request,) = fake_twilio.wait_for_requests(1)
     assert request.method == "POST"
     assert request.path == f"/2010-04-01/Accounts/{fake_twilio.account_sid}/Messages.json"
-    assert request.form == {"To": "+14155550123", "From": "+15005550006", "Body": "Code: 123456"}
+    assert request.form == {
+        "To": "+14155550123",
+        "From": "+15005550006",
+        "Body": "Code: 123456",
+        "StatusCallback": "http://127.0.0.1:8080/providers/twilio/status",
+    }
     assert (request.username, request.password) == (fake_twilio.account_sid, "test-auth-token")
+
+
+def test_records_twilios_sid_as_the_provider_message_id(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path)
+
+    first, second = channel.deliver(sms()), channel.deliver(sms())
+
+    requests = fake_twilio.wait_for_requests(2)
+    assert [first.provider_message_id, second.provider_message_id] == [r.sid for r in requests]
+    assert first.provider_message_id.startswith("SM") and requests[0].sid != requests[1].sid
+    assert channel.provider == "twilio"
+
+
+def test_status_callback_is_the_public_base_url(fake_twilio, tmp_path):
+    channel = channel_for(fake_twilio, tmp_path, PUBLIC_BASE_URL="https://notify.example.com/")
+
+    channel.deliver(sms())
+
+    (request,) = fake_twilio.wait_for_requests(1)
+    assert request.form["StatusCallback"] == "https://notify.example.com/providers/twilio/status"
+
+
+@pytest.mark.parametrize(
+    "mode, code", [(SERVER_ERROR, "20500"), (INVALID_NUMBER, "21211"), (RATE_LIMITED, "20429")]
+)
+def test_failures_carry_twilios_error_code(fake_twilio, tmp_path, mode, code):
+    fake_twilio.mode = mode
+
+    result = channel_for(fake_twilio, tmp_path).deliver(sms())
+
+    assert result.error_code == code and result.provider_message_id is None
+
+
+def test_an_answer_without_a_code_carries_the_http_status():
+    from common.channels.sms import classify_twilio_reply
+
+    assert classify_twilio_reply(502, None, "Bad Gateway").error_code == "502"
 
 
 def test_one_client_serves_every_delivery(fake_twilio, tmp_path):

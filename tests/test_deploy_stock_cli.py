@@ -394,6 +394,7 @@ def test_http_retry_sweep_is_the_same_sweep_for_a_plain_http_scheduler(
             "requeued": 1,
             "publish_failed": 0,
             "dead_letters": 0,
+            "webhooks": 0,
         }
         assert store.get(due.id).status == QUEUED
         assert url.http.get(f"{url}/sweep", timeout=30).status_code == 405

@@ -278,6 +278,8 @@ def existing(service):
         "version": str(template.version),
         "channel": "email",
         "address": "bounced@example.com",
+        "endpoint_id": "ep_" + "0" * 32,
+        "delivery_id": "msg_" + "0" * 32,
     }
 
 
@@ -289,6 +291,8 @@ UNKNOWN = {
     "version": "7",
     "channel": "sms",
     "address": "+14155550100",
+    "endpoint_id": "ep_no_such_webhook",
+    "delivery_id": "msg_no_such_delivery",
 }
 BODIES = {  # a valid request body, so that only the credential is missing
     ("/notifications", "POST"): {

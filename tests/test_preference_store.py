@@ -3,9 +3,7 @@ server is configured): get/put, get_many, and opt-outs that are atomic and idemp
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -16,6 +14,7 @@ from common.preferences.document import DEFAULT_PREFERENCES, validate_preference
 from common.preferences.mongo import MongoPreferenceStore
 from common.preferences.sqlite import SqlitePreferenceStore
 from common.preferences.store import make_preference_store
+from tests.support.mongo import mongo_database
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 ANN = validate_preferences(
@@ -29,20 +28,8 @@ ANN = validate_preferences(
 
 
 def _mongo_store():
-    import pymongo
-
-    uri = os.environ.get("MONGO_URI")
-    database = f"test_{uuid.uuid4().hex[:8]}"
-    if uri:  # a real server, whenever the environment provides one
-        client = pymongo.MongoClient(uri, tz_aware=True)
-        yield MongoPreferenceStore(client, database)
-        client.drop_database(database)
-        client.close()
-        return
-    # No MongoDB server can run on these machines: the contract runs on mongomock.
-    import mongomock
-
-    yield MongoPreferenceStore(mongomock.MongoClient(tz_aware=True), database)
+    with mongo_database() as (client, name):
+        yield MongoPreferenceStore(client, name)
 
 
 @pytest.fixture(params=["sqlite", "mongo"])

@@ -10,7 +10,6 @@ is set) holding the notifications, the preferences and the suppression list alik
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -32,6 +31,7 @@ from common.model import (
 from common.queue.memory import MemoryQueue
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
+from tests.support.mongo import mongo_database
 
 
 class RecordingChannel(Channel):
@@ -73,24 +73,12 @@ def stores(request, tmp_path):
     from common.store.mongo import MongoStore
     from common.suppressions.mongo import MongoSuppressionStore
 
-    database = f"test_{uuid.uuid4().hex[:8]}"
-    uri = os.environ.get("MONGO_URI")
-    if uri:  # a real server, whenever the environment provides one
-        import pymongo
-
-        client = pymongo.MongoClient(uri, tz_aware=True)
-    else:  # no MongoDB server can run on these machines: mongomock stands in
-        import mongomock
-
-        client = mongomock.MongoClient(tz_aware=True)
-    yield (
-        MongoStore(database=database, client=client),
-        MongoPreferenceStore(client, database),
-        MongoSuppressionStore(client, database),
-    )
-    if uri:
-        client.drop_database(database)
-        client.close()
+    with mongo_database() as (client, name):
+        yield (
+            MongoStore(database=name, client=client),
+            MongoPreferenceStore(client, name),
+            MongoSuppressionStore(client, name),
+        )
 
 
 WINTER_EVENING = datetime(2026, 1, 15, 22, 30, tzinfo=UTC)  # 23:30 in Paris (UTC+1)

@@ -60,10 +60,10 @@ class BrokenQueue(MemoryQueue):
         super().__init__()
         self.down = True
 
-    def publish(self, ids, timeout=None, background=False):
+    def publish(self, ids, timeout=None, background=False, traceparents=None):
         if self.down:
             raise QueueUnavailable("broker down")
-        super().publish(ids)
+        super().publish(ids, traceparents=traceparents)
 
     def publish_dead_letter(self, notification):
         if self.down:

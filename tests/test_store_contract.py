@@ -400,3 +400,51 @@ def test_count_with_cancel_key_counts_every_status(store):
     assert store.count_with_cancel_key("k1") == 2
     assert store.count_with_cancel_key("k2") == 1
     assert store.count_with_cancel_key("none") == 0
+
+
+# -- provider ids and delivery receipts (issue 14) --------------------------------------------
+
+
+def sent_one(store, kind="sms", sid="SM0001", **extra) -> Notification:
+    """A notification claimed and recorded sent, its provider's id stored with it."""
+    notification = make(kind=kind, phone="+14155550123", **extra)
+    store.add(notification)
+    claim(store, notification.id)
+    return store.record_sent(notification.id, "t1", utcnow(), provider_message_id=sid)
+
+
+def test_the_provider_id_is_stored_when_sent_and_found_again(store):
+    sent = sent_one(store, sid="SMabc")
+    sent_one(store, sid="SMother")
+    assert sent.status == SENT and sent.provider_message_id == "SMabc"
+    assert store.find_by_provider_id("SMabc") == sent == store.get(sent.id)
+    assert store.find_by_provider_id("SMnone") is None
+    plain = make(traceparent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    store.add(plain)
+    assert store.get(plain.id) == plain  # traceparent round-trips, provider fields stay None
+    assert plain.provider_message_id is None and store.find_by_provider_id("") is None
+
+
+def test_record_delivery_status_is_a_compare_and_set_including_never_reported(store):
+    sent = sent_one(store)
+    at = utcnow()
+    first = store.record_delivery_status(sent.id, "sent", None, at, [None, "queued"])
+    assert (first.delivery_status, first.delivery_status_at) == ("sent", at)
+    # The guard no longer holds: "sent" is not among the statuses it may move from.
+    assert store.record_delivery_status(sent.id, "queued", None, at, [None]) is None
+    failed = store.record_delivery_status(sent.id, "failed", "30003", at, [None, "sent"])
+    assert (failed.delivery_status, failed.delivery_error_code) == ("failed", "30003")
+    assert store.record_delivery_status(sent.id, "delivered", None, at, []) is None
+    assert store.get(sent.id) == failed and failed.status == SENT  # the life cycle is untouched
+    assert store.record_delivery_status("no-such-id", "sent", None, at, [None]) is None
+
+
+def test_count_by_delivery_status_leaves_out_the_never_reported(store):
+    assert store.count_by_delivery_status() == {}
+    ids = [sent_one(store, sid=f"SM{i}").id for i in range(4)]
+    store.add(make())
+    now = utcnow()
+    statuses = ["delivered", "delivered", "undelivered"]
+    for notification_id, status in zip(ids[:3], statuses, strict=True):
+        store.record_delivery_status(notification_id, status, None, now, [None])
+    assert store.count_by_delivery_status() == {"delivered": 2, "undelivered": 1}

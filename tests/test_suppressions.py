@@ -4,8 +4,6 @@ the admin API that reviews and lifts entries (GET /suppressions, DELETE /suppres
 from __future__ import annotations
 
 import base64
-import os
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pymongo
@@ -19,23 +17,15 @@ from common.suppressions.sqlite import SqliteSuppressionStore
 from common.suppressions.store import make_suppression_store, normalise_address
 from tests.support.auth import ADMIN_KEY, AuthClient
 from tests.support.fixtures import unused_port
+from tests.support.mongo import mongo_database
 from tests.support.services import installed_service
 
 T0 = datetime(2026, 11, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
 
 def _mongo_suppressions():
-    uri = os.environ.get("MONGO_URI")
-    database = f"test_{uuid.uuid4().hex[:8]}"
-    if uri:  # a real server, whenever the environment provides one
-        client = pymongo.MongoClient(uri, tz_aware=True)
-        yield MongoSuppressionStore(client, database)
-        client.drop_database(database)
-        client.close()
-        return
-    import mongomock
-
-    yield MongoSuppressionStore(mongomock.MongoClient(tz_aware=True), database)
+    with mongo_database() as (client, name):
+        yield MongoSuppressionStore(client, name)
 
 
 @pytest.fixture(params=["sqlite", "mongo"])

@@ -9,7 +9,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pymongo
@@ -19,6 +18,7 @@ from common.errors import Conflict, NotFound, StoreUnavailable
 from common.templates.mongo import MongoTemplateStore
 from common.templates.sqlite import SqliteTemplateStore
 from common.templates.store import TemplateVersion, make_template_store
+from tests.support.mongo import mongo_database
 
 NOW = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -34,18 +34,8 @@ def _document(key: str, body: str = "Hello {{name}}") -> dict:
 
 
 def _mongo_template_store():
-    uri = os.environ.get("MONGO_URI")
-    database = f"test_{uuid.uuid4().hex[:8]}"
-    if uri:  # a real server, whenever the environment provides one
-        client = pymongo.MongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=3000)
-        store = MongoTemplateStore(client, database, owns_client=True)
-        yield store
-        client.drop_database(database)
-        store.close()
-        return
-    import mongomock
-
-    yield MongoTemplateStore(mongomock.MongoClient(tz_aware=True), database)
+    with mongo_database() as (client, name):
+        yield MongoTemplateStore(client, name)
 
 
 @pytest.fixture(params=["sqlite", "mongo"])

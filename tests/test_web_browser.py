@@ -477,3 +477,34 @@ def test_cancel_a_scheduled_notification_by_clicking(browser_page, base_url):
     assert "cancelled by request" in row.locator("[data-field=status_reason]").inner_text()
     assert api(base_url, f"/notifications/{notification_id}")["status"] == "cancelled"
     assert page.problems == []
+
+
+def test_the_dashboard_chart_of_the_last_hour_updates_live(browser_page, base_url):
+    """A send shows up in the chart (accepted and sent lines, latency) without a reload."""
+    page = browser_page
+    page.goto(f"{base_url}/dashboard")
+    assert page.is_hidden("[data-activity-off]"), "the runner records no activity"
+    chart = page.locator("svg[data-chart=counts]")
+    assert chart.get_attribute("role") == "img"
+    assert "accepted" in page.text_content("#counts-chart-desc")
+    total = page.locator("[data-activity-total=sent]")
+    before = int(total.inner_text().replace(",", ""))
+    summary_before = page.text_content("#counts-chart-desc")
+    page.evaluate("window.notReloaded = true")
+    sent = api(
+        base_url, "/notifications", {"user_id": new_user(), "type": "in_app", "message": "x"}
+    )
+    page.wait_for_function(
+        "n => Number(document.querySelector('[data-activity-total=sent]')"
+        ".textContent.replace(/\\D/g, '')) > n",
+        arg=before,
+        timeout=LIVE,
+    )
+    assert api(base_url, f"/notifications/{sent['id']}")["status"] == "sent"
+    assert page.evaluate("window.notReloaded") is True
+    # Redrawn from the new numbers (the line's shape may not change: the y axis rescales).
+    assert page.text_content("#counts-chart-desc") != summary_before
+    assert page.get_attribute("[data-series=sent]", "d").startswith("M")
+    assert page.get_attribute("[data-series=p50]", "d").startswith("M")
+    assert page.locator("svg[data-chart=counts] [data-x-ticks] text").count() == 5
+    assert page.problems == []

@@ -205,6 +205,7 @@ class EmailChannel(Channel):
     """Sends through the SMTP server named by MAIL_SERVER (STARTTLS, implicit SSL or plain)."""
 
     notification_type = EMAIL
+    provider = "smtp"
 
     def __init__(
         self,
@@ -248,7 +249,8 @@ class EmailChannel(Channel):
             self._send(message)
         except Exception as error:  # deliver() never raises: every failure is an outcome
             return self._without_password(classify_smtp_error(error, self.server))
-        return DeliveryResult.sent(f"accepted by {self.server} as {message['Message-ID']}")
+        message_id = message["Message-ID"]
+        return DeliveryResult.sent(f"accepted by {self.server} as {message_id}", message_id)
 
     def _send(self, message: EmailMessage) -> None:
         smtp = self._connect()
@@ -325,7 +327,13 @@ def classify_smtp_error(error: Exception, server: str = "") -> DeliveryResult:
 
 def classify_smtp_reply(stage: str, code: int, text: str, server: str = "") -> DeliveryResult:
     """One refusal at one stage of the session: `stage` is RCPT_STAGE, DATA_STAGE or one of
-    the stages before the recipient is named (greeting, HELO, STARTTLS, AUTH, MAIL FROM)."""
+    the stages before the recipient is named (greeting, HELO, STARTTLS, AUTH, MAIL FROM).
+    The result's error_code is the reply code."""
+    result = _classify_reply(stage, code, text, server)
+    return dataclasses.replace(result, error_code=str(code))
+
+
+def _classify_reply(stage: str, code: int, text: str, server: str) -> DeliveryResult:
     verb = "refused" if code >= 500 else "deferred"
     if stage == AUTH_STAGE or code in AUTH_REPLY_CODES:
         verb = "authentication failed"

@@ -10,6 +10,7 @@ from common.model import IN_APP, Notification
 class InAppChannel(Channel):
     notification_type = IN_APP
     stored_only = True
+    provider = "in_app"
     description = "in_app stored for the user's inbox (GET /users/<user_id>/notifications)"
 
     def deliver(self, notification: Notification) -> DeliveryResult:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 
 from common.channels.base import Channel, DeliveryResult
@@ -50,18 +51,19 @@ def check_writable(directory: Path) -> str:
     return f"outbox {directory} is writable"
 
 
-def _write(path: Path, data: bytes) -> DeliveryResult:
+def _write(path: Path, data: bytes, provider_message_id: str) -> DeliveryResult:
     try:
         write_atomically(path, data)
     except OSError as error:  # a full disk or a read-only folder can be fixed: retry later
         return DeliveryResult.transient(f"cannot write {path}: {error}")
-    return DeliveryResult.sent(str(path))
+    return DeliveryResult.sent(str(path), provider_message_id)
 
 
 class OutboxEmailChannel(Channel):
     """Email written as a real `.eml` file (the same message SMTP would carry) instead of sent."""
 
     notification_type = EMAIL
+    provider = "outbox"
 
     def __init__(self, settings: Settings, unsubscribe: UnsubscribeLinks | None = None):
         self.directory = outbox_dir(settings)
@@ -78,7 +80,8 @@ class OutboxEmailChannel(Channel):
             return DeliveryResult.permanent(str(error))
         except ValueError as error:
             return DeliveryResult.transient(f"cannot use sender {self.sender!r}: {error}")
-        return _write(outbox_path(self.directory, notification, ".eml"), bytes(message))
+        path = outbox_path(self.directory, notification, ".eml")
+        return _write(path, bytes(message), message["Message-ID"])
 
     def check(self) -> str:
         return check_writable(self.directory)
@@ -88,6 +91,7 @@ class OutboxSmsChannel(Channel):
     """SMS written as a small `.json` file (to, from, body) instead of sent."""
 
     notification_type = SMS
+    provider = "outbox"
 
     def __init__(self, settings: Settings):
         self.directory = outbox_dir(settings)
@@ -99,6 +103,7 @@ class OutboxSmsChannel(Channel):
             return DeliveryResult.permanent("the notification has no phone number")
         record = {
             "id": notification.id,
+            "provider_message_id": f"outbox-{uuid.uuid4()}",
             "user_id": notification.user_id,
             "to": notification.phone,
             "from": self.sender,
@@ -106,7 +111,8 @@ class OutboxSmsChannel(Channel):
             "written_at": utcnow().isoformat().replace("+00:00", "Z"),
         }
         data = json.dumps(record, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
-        return _write(outbox_path(self.directory, notification, ".json"), data)
+        path = outbox_path(self.directory, notification, ".json")
+        return _write(path, data, record["provider_message_id"])
 
     def check(self) -> str:
         return check_writable(self.directory)

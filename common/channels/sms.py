@@ -50,6 +50,8 @@ SENDER_SETUP_ERROR_CODES = frozenset(
 )
 # HTTP statuses that say the request never reached a messages resource we may use.
 SENDER_SETUP_HTTP_STATUSES = frozenset({401, 403, 404})
+# Where Twilio posts each message's delivery receipts (functions/http_providers.py).
+STATUS_CALLBACK_PATH = "/providers/twilio/status"
 
 
 def make_twilio_client(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> Client:
@@ -72,6 +74,7 @@ class SmsChannel(Channel):
     """Sends text messages from TWILIO_PHONE_NUMBER with the account TWILIO_SID."""
 
     notification_type = SMS
+    provider = "twilio"
 
     def __init__(self, settings: Settings, timeout: float = DEFAULT_TIMEOUT):
         if not (
@@ -94,10 +97,12 @@ class SmsChannel(Channel):
                 to=notification.phone,
                 from_=self.settings.twilio_phone_number,
                 body=notification.message,
+                status_callback=self.settings.public_url + STATUS_CALLBACK_PATH,
             )
         except Exception as error:  # deliver() never raises: every failure is an outcome
             return classify_twilio_error(error, self.timeout)
-        return DeliveryResult.sent(f"Twilio message {message.sid} ({message.status})")
+        detail = f"Twilio message {message.sid} ({message.status})"
+        return DeliveryResult.sent(detail, provider_message_id=message.sid)
 
     def check(self) -> str:
         account = self.client.api.v2010.accounts(self.settings.twilio_sid).fetch()
@@ -123,18 +128,19 @@ def classify_twilio_error(error: Exception, timeout: float = DEFAULT_TIMEOUT) ->
 
 
 def classify_twilio_reply(status: int, code: int | None, reason: str) -> DeliveryResult:
-    """One error answer of Twilio's API: its HTTP status, error code and message."""
+    """One error answer of Twilio's API: its HTTP status, error code and message; the result's
+    error_code is Twilio's code, or the HTTP status when the answer had none."""
     detail = f"Twilio error {code}: {reason}"
+    error_code = str(code if code is not None else status)
     if code in RECIPIENT_ERROR_CODES:
-        return DeliveryResult.permanent(_clip(detail), suppress=code in SUPPRESSING_ERROR_CODES)
+        suppress = code in SUPPRESSING_ERROR_CODES
+        return DeliveryResult.permanent(_clip(detail), suppress=suppress, error_code=error_code)
     if status == 401 or code == 20003:
-        return DeliveryResult.transient(
-            _clip(f"authentication failed: {detail}"), setup_problem=True
-        )
-    if code in SENDER_SETUP_ERROR_CODES or status in SENDER_SETUP_HTTP_STATUSES:
-        return DeliveryResult.transient(_clip(detail), setup_problem=True)
-    # 21611 queue full, 429 rate limits, 5xx outages and any code not listed above.
-    return DeliveryResult.transient(_clip(detail))
+        detail = f"authentication failed: {detail}"
+        return DeliveryResult.transient(_clip(detail), setup_problem=True, error_code=error_code)
+    setup = code in SENDER_SETUP_ERROR_CODES or status in SENDER_SETUP_HTTP_STATUSES
+    # Not setup: 21611 queue full, 429 rate limits, 5xx outages and any code not listed above.
+    return DeliveryResult.transient(_clip(detail), setup_problem=setup, error_code=error_code)
 
 
 def _clip(detail: str) -> str:

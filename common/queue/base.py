@@ -6,12 +6,13 @@ import json
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from common.errors import Unavailable
 
 # A consumer hands each message to this; it returns once the outcome is stored and raises when
-# nothing could be recorded (the message must then go back on the queue).
+# nothing could be recorded (the message must then go back on the queue). It runs in the
+# message's trace context (common.tracing), so its log lines carry the sender's trace id.
 MessageHandler = Callable[[str], None]
 
 log = logging.getLogger("notifications.queue")
@@ -94,7 +95,11 @@ def poison_letter(body: bytes, reason: str) -> dict:
 class NotificationQueue(ABC):
     @abstractmethod
     def publish(
-        self, ids: Sequence[str], timeout: float | None = None, background: bool = False
+        self,
+        ids: Sequence[str],
+        timeout: float | None = None,
+        background: bool = False,
+        traceparents: Mapping[str, str] | None = None,
     ) -> None:
         """Queue these ids; returns only once the queue has taken all of them (confirmed).
 
@@ -102,6 +107,8 @@ class NotificationQueue(ABC):
         counted as queued (though some may still arrive: a duplicate is harmless).
         `background`: no request waits on this call (the sweep), so while the broker is
         known to be down it still waits for a reconnection instead of failing at once.
+        `traceparents`: the W3C trace context of each id that has one, carried with its
+        message (an AMQP header) and made current while the consumer's handler runs.
         """
 
     @abstractmethod

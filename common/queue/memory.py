@@ -10,9 +10,10 @@ import json
 import queue
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from common import tracing
 from common.queue.base import (
     FAILED_HANDLING_PAUSE,
     MessageHandler,
@@ -21,6 +22,9 @@ from common.queue.base import (
     poison_reason,
 )
 
+# (notification id, failed handlings so far, traceparent or None)
+Message = tuple[str, int, str | None]
+
 
 class MemoryQueue(NotificationQueue):
     def __init__(
@@ -28,17 +32,21 @@ class MemoryQueue(NotificationQueue):
     ):
         self.workers = workers
         self.max_handling_failures = max_handling_failures
-        # (notification id, failed handlings so far)
-        self._messages: queue.Queue[tuple[str, int]] = queue.Queue()
+        self._messages: queue.Queue[Message] = queue.Queue()
         # A bounded record of dead letters, so that /stats can show a depth like the broker's.
         self.dead_letters: deque[dict] = deque(maxlen=dead_letter_limit)
         self._lock = threading.Lock()
 
     def publish(
-        self, ids: Sequence[str], timeout: float | None = None, background: bool = False
+        self,
+        ids: Sequence[str],
+        timeout: float | None = None,
+        background: bool = False,
+        traceparents: Mapping[str, str] | None = None,
     ) -> None:
+        traceparents = traceparents or {}
         for notification_id in ids:
-            self._messages.put((notification_id, 0))
+            self._messages.put((notification_id, 0, traceparents.get(notification_id)))
 
     def publish_dead_letter(self, notification: dict) -> None:
         with self._lock:
@@ -52,7 +60,7 @@ class MemoryQueue(NotificationQueue):
         message = self._next(timeout)
         return message[0] if message else None
 
-    def _next(self, timeout: float) -> tuple[str, int] | None:
+    def _next(self, timeout: float) -> Message | None:
         try:
             return self._messages.get(timeout=timeout)
         except queue.Empty:
@@ -72,19 +80,21 @@ class MemoryQueue(NotificationQueue):
                     continue
                 pool.submit(self._deliver_one, handler, message, stop, slots)
 
-    def _deliver_one(self, handler, message: tuple[str, int], stop: StopSignal, slots) -> None:
-        notification_id, failures = message
-        try:
-            handler(notification_id)
-        except Exception as error:  # nothing was recorded: keep the message, up to a limit
-            failures += 1
-            reason = poison_reason(notification_id, failures, error, self.max_handling_failures)
-            if reason:
-                self.publish_dead_letter(
-                    {"notification_id": notification_id, "dead_letter_reason": reason}
-                )
-            else:
-                stop.wait(FAILED_HANDLING_PAUSE)
-                self._messages.put((notification_id, failures))
-        finally:
-            slots.release()
+    def _deliver_one(self, handler, message: Message, stop: StopSignal, slots) -> None:
+        notification_id, failures, traceparent = message
+        with tracing.traced(traceparent):  # the failure's log lines are traced too
+            try:
+                handler(notification_id)
+            except Exception as error:  # nothing was recorded: keep the message, up to a limit
+                failures += 1
+                limit = self.max_handling_failures
+                reason = poison_reason(notification_id, failures, error, limit)
+                if reason:
+                    self.publish_dead_letter(
+                        {"notification_id": notification_id, "dead_letter_reason": reason}
+                    )
+                else:
+                    stop.wait(FAILED_HANDLING_PAUSE)
+                    self._messages.put((notification_id, failures, traceparent))
+            finally:
+                slots.release()

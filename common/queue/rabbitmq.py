@@ -17,13 +17,14 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
 import pika
 import pika.exceptions
 
+from common import tracing
 from common.queue.base import (
     FAILED_HANDLING_PAUSE,
     MalformedMessage,
@@ -48,6 +49,23 @@ CONNECTION_ERRORS = (pika.exceptions.AMQPError, OSError)
 HEARTBEAT_SECONDS = 5
 # The consumer reconnects after this long at most, so a broker that is back is used promptly.
 MAX_RECONNECT_BACKOFF = 5.0
+
+
+def traced_properties(traceparent: str | None) -> pika.BasicProperties | None:
+    """PERSISTENT with the message's trace context as a header; None when it has none."""
+    if not traceparent:
+        return None
+    return pika.BasicProperties(
+        content_type=PERSISTENT.content_type,
+        delivery_mode=PERSISTENT.delivery_mode,
+        headers={tracing.HEADER: traceparent},
+    )
+
+
+def traceparent_of(properties) -> str | None:
+    """The valid trace context a consumed message carries, else None."""
+    headers = getattr(properties, "headers", None) or {}
+    return tracing.parse_traceparent(headers.get(tracing.HEADER))
 
 
 class RabbitQueue(NotificationQueue):
@@ -92,19 +110,30 @@ class RabbitQueue(NotificationQueue):
     # -- publishing (through the confirming publisher's own connection) ----------------------
 
     def publish(
-        self, ids: Sequence[str], timeout: float | None = None, background: bool = False
+        self,
+        ids: Sequence[str],
+        timeout: float | None = None,
+        background: bool = False,
+        traceparents: Mapping[str, str] | None = None,
     ) -> None:
         if ids:
             bodies = [encode_message(i) for i in ids]
-            self._publisher.publish(self.queue_name, bodies, timeout, background)
+            found = traceparents or {}
+            properties = [traced_properties(found.get(i)) for i in ids] if found else None
+            self._publisher.publish(self.queue_name, bodies, timeout, background, properties)
 
     def publish_dead_letter(self, notification: dict) -> None:
         body = json.dumps(notification, default=str).encode()
         self._publisher.publish(self.dead_letter_queue, [body])
 
-    def _requeue_with_failures(self, notification_id: str, failures: int) -> None:
+    def _requeue_with_failures(
+        self, notification_id: str, failures: int, traceparent: str | None
+    ) -> None:
         body = encode_message(notification_id, failures)
-        self._publisher.publish(self.queue_name, [body], timeout=5.0, background=True)
+        properties = [traced_properties(traceparent)]
+        self._publisher.publish(
+            self.queue_name, [body], 5.0, background=True, properties=properties
+        )
 
     # -- queue depths (a blocking connection used under a lock) ------------------------------
 
@@ -222,8 +251,9 @@ class RabbitQueue(NotificationQueue):
                 with idle:
                     idle.notify_all()
 
-            def work(tag: int, body: bytes) -> None:
-                ok = self._handle(handler, body, stop)
+            def work(tag: int, body: bytes, traceparent: str | None) -> None:
+                with tracing.traced(traceparent):  # the handler's log lines, and ours
+                    ok = self._handle(handler, body, stop, traceparent)
                 finished.append((tag, ok))  # acked only now: the outcome is stored
                 with idle:
                     if settling[0]:
@@ -234,10 +264,10 @@ class RabbitQueue(NotificationQueue):
                 except CONNECTION_ERRORS:
                     pass  # connection gone: the broker redelivers the unacked message
 
-            def on_message(_channel, method, _properties, body: bytes) -> None:
+            def on_message(_channel, method, properties, body: bytes) -> None:
                 with idle:
                     in_flight.add(method.delivery_tag)
-                pool.submit(work, method.delivery_tag, body)
+                pool.submit(work, method.delivery_tag, body, traceparent_of(properties))
 
             consumer_tag = channel.basic_consume(self.queue_name, on_message)
             log.info(
@@ -261,7 +291,9 @@ class RabbitQueue(NotificationQueue):
                 except CONNECTION_ERRORS:
                     pass
 
-    def _handle(self, handler: MessageHandler, body: bytes, stop: StopSignal) -> bool:
+    def _handle(
+        self, handler: MessageHandler, body: bytes, stop: StopSignal, traceparent: str | None
+    ) -> bool:
         """Handle one message; True to ack it, False to have the broker redeliver it.
 
         A malformed message, or one whose handling failed max_handling_failures times, goes to
@@ -282,7 +314,7 @@ class RabbitQueue(NotificationQueue):
                 return self._dead_letter(body, reason)
             stop.wait(FAILED_HANDLING_PAUSE)
             try:
-                self._requeue_with_failures(notification_id, failures)
+                self._requeue_with_failures(notification_id, failures, traceparent)
                 return True
             except QueueUnavailable:
                 return False  # the broker redelivers the original

@@ -33,11 +33,17 @@ log = logging.getLogger(__name__)
 class _Batch:
     """The messages of one `publish` call; settled on the connection's thread only."""
 
-    __slots__ = ("routing_key", "bodies", "pending", "refused", "lost", "done")
+    __slots__ = ("routing_key", "bodies", "properties", "pending", "refused", "lost", "done")
 
-    def __init__(self, routing_key: str, bodies: Sequence[bytes]):
+    def __init__(
+        self,
+        routing_key: str,
+        bodies: Sequence[bytes],
+        properties: Sequence[pika.BasicProperties | None] | None = None,
+    ):
         self.routing_key = routing_key
         self.bodies = bodies
+        self.properties = properties  # per message; None (or a None entry): the link's own
         self.pending = len(bodies)
         self.refused: str | None = None  # nacked or unroutable: do not retry
         self.lost: BaseException | None = None  # the connection went away: retry once
@@ -150,11 +156,14 @@ class _Link:
         try:
             while self.waiting:
                 batch = self.waiting.popleft()
-                for body in batch.bodies:
+                for index, body in enumerate(batch.bodies):
                     self.tag += 1
                     self.unconfirmed.append([self.tag, batch, batch.routing_key, body, False])
+                    properties = batch.properties[index] if batch.properties else None
                     # mandatory: an unroutable message is returned, not confirmed silently.
-                    publish("", batch.routing_key, body, self.properties, mandatory=True)
+                    publish(
+                        "", batch.routing_key, body, properties or self.properties, mandatory=True
+                    )
         except Exception as error:  # noqa: BLE001 - channel or socket gone mid-publish
             self._shut(error)
 
@@ -320,12 +329,15 @@ class ConfirmingPublisher:
         bodies: Sequence[bytes],
         timeout: float | None = None,
         background: bool = False,
+        properties: Sequence[pika.BasicProperties | None] | None = None,
     ) -> None:
+        """`properties`: one per body, for messages that need their own (headers); a None
+        entry, or None for all, sends the publisher's default properties."""
         if not bodies:
             return
         deadline = time.monotonic() + (timeout or self.publish_timeout)
         for attempt in (1, 2):
-            batch = _Batch(routing_key, bodies)
+            batch = _Batch(routing_key, bodies, properties)
             link = self._link_for(deadline, background)
             if not link.submit(batch):
                 batch.lose(link.error)

@@ -142,6 +142,24 @@ class NotificationStore(ABC):
         """How many notifications carry `cancel_key`, leaving out those in `exclude`."""
 
     @abstractmethod
+    def find_by_provider_id(self, provider_message_id: str) -> Notification | None:
+        """The notification its provider knows by this id (indexed)."""
+
+    @abstractmethod
+    def record_delivery_status(
+        self,
+        notification_id: str,
+        status: str,
+        error_code: str | None,
+        at: datetime,
+        advance_from: Sequence[str | None],
+    ) -> Notification | None:
+        """Set delivery_status (with delivery_error_code and delivery_status_at = at) only if
+        the current delivery_status is one of `advance_from` (None: never reported): a
+        compare-and-set, so that callbacks out of order never move it backwards. The updated
+        record, or None when the guard did not hold."""
+
+    @abstractmethod
     def dead_letters_due(self, limit: int = 500) -> list[Notification]:
         """Failed notifications whose dead-letter copy was not published yet."""
 
@@ -153,6 +171,10 @@ class NotificationStore(ABC):
 
     @abstractmethod
     def count_by_type(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def count_by_delivery_status(self) -> dict[str, int]:
+        """How many carry each delivery_status the provider reported (never-reported left out)."""
 
     @abstractmethod
     def ping(self) -> None:
@@ -180,8 +202,15 @@ class NotificationStore(ABC):
         )
         return moved is not None
 
-    def record_sent(self, notification_id: str, token: str, now: datetime) -> Notification | None:
-        return self._apply(notification_id, lifecycle.RECORD_SENT, lifecycle.sent(now), token=token)
+    def record_sent(
+        self,
+        notification_id: str,
+        token: str,
+        now: datetime,
+        provider_message_id: str | None = None,
+    ) -> Notification | None:
+        changes = lifecycle.sent(now, provider_message_id)
+        return self._apply(notification_id, lifecycle.RECORD_SENT, changes, token=token)
 
     def schedule_retry(
         self,

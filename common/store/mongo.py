@@ -103,6 +103,7 @@ class MongoStore(NotificationStore):
         self.collection.create_index([("status", ASCENDING), ("dead_lettered_at", ASCENDING)])
         self.collection.create_index([("status", ASCENDING), ("send_at", ASCENDING)])
         self.collection.create_index([("cancel_key", ASCENDING)], sparse=True)
+        self.collection.create_index([("provider_message_id", ASCENDING)], sparse=True)
 
     @_reporting_outages
     def add(self, notification: Notification) -> None:
@@ -295,6 +296,34 @@ class MongoStore(NotificationStore):
         return self.collection.count_documents(query)
 
     @_reporting_outages
+    def find_by_provider_id(self, provider_message_id: str) -> Notification | None:
+        document = self.collection.find_one({"provider_message_id": provider_message_id}, NO_ID)
+        return _to_notification(document) if document else None
+
+    @_reporting_outages
+    def record_delivery_status(
+        self,
+        notification_id: str,
+        status: str,
+        error_code: str | None,
+        at: datetime,
+        advance_from: Sequence[str | None],
+    ) -> Notification | None:
+        # {"$in": [None, ...]} also matches a document written before the field existed.
+        document = self.collection.find_one_and_update(
+            {"id": notification_id, "delivery_status": {"$in": list(advance_from)}},
+            {
+                "$set": {
+                    "delivery_status": status,
+                    "delivery_error_code": error_code,
+                    "delivery_status_at": at,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return _to_notification(document) if document else None
+
+    @_reporting_outages
     def dead_letters_due(self, limit: int = 500) -> list[Notification]:
         query = {"status": FAILED_PERMANENTLY, "dead_lettered_at": None}
         return [_to_notification(d) for d in self.collection.find(query, NO_ID).limit(limit)]
@@ -320,6 +349,12 @@ class MongoStore(NotificationStore):
     @_reporting_outages
     def count_by_type(self) -> dict[str, int]:
         return self._count_by("notification_type")
+
+    @_reporting_outages
+    def count_by_delivery_status(self) -> dict[str, int]:
+        counts = self._count_by("delivery_status")
+        counts.pop(None, None)  # never reported (or written before the field existed)
+        return counts
 
     @_reporting_outages
     def ping(self) -> None:

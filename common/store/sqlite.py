@@ -55,6 +55,7 @@ TIME_FIELDS = (
     "sent_at",
     "dead_lettered_at",
     "send_at",
+    "delivery_status_at",
 )
 COLUMNS = (
     "id",
@@ -81,6 +82,10 @@ COLUMNS = (
     "transactional",
     "cancel_key",
     "status_reason",
+    "provider_message_id",
+    "delivery_status",
+    "delivery_error_code",
+    "traceparent",
 ) + TIME_FIELDS
 
 SCHEMA = """
@@ -115,7 +120,12 @@ CREATE TABLE IF NOT EXISTS notifications (
     transactional INTEGER NOT NULL DEFAULT 0,
     send_at INTEGER,
     cancel_key TEXT,
-    status_reason TEXT
+    status_reason TEXT,
+    provider_message_id TEXT,
+    delivery_status TEXT,
+    delivery_error_code TEXT,
+    delivery_status_at INTEGER,
+    traceparent TEXT
 );
 CREATE INDEX IF NOT EXISTS ix_user_created ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS ix_status_next_retry ON notifications (status, next_retry_time);
@@ -140,12 +150,19 @@ ADDED_COLUMNS = {
     "send_at": "INTEGER",
     "cancel_key": "TEXT",
     "status_reason": "TEXT",
+    "provider_message_id": "TEXT",
+    "delivery_status": "TEXT",
+    "delivery_error_code": "TEXT",
+    "delivery_status_at": "INTEGER",
+    "traceparent": "TEXT",
 }
 # Created once the added columns exist (SCHEMA runs first, on a file that may lack them).
 INDEXES_ON_ADDED = """
 CREATE INDEX IF NOT EXISTS ix_status_dead_letter ON notifications (status, dead_lettered_at);
 CREATE INDEX IF NOT EXISTS ix_status_send_at ON notifications (status, send_at);
 CREATE INDEX IF NOT EXISTS ix_cancel_key ON notifications (cancel_key) WHERE cancel_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS ix_provider_message_id ON notifications (provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
 """
 # How often (seconds) the store checks that its file is still the one it opened.
 FILE_CHECK_INTERVAL = 1.0
@@ -568,6 +585,30 @@ class SqliteStore(NotificationStore):
         )
         return rows[0][0]
 
+    def find_by_provider_id(self, provider_message_id: str) -> Notification | None:
+        rows = self._read(
+            "SELECT * FROM notifications WHERE provider_message_id = ? LIMIT 1",
+            (provider_message_id,),
+        )
+        return _to_notification(rows[0]) if rows else None
+
+    def record_delivery_status(
+        self,
+        notification_id: str,
+        status: str,
+        error_code: str | None,
+        at: datetime,
+        advance_from: Sequence[str | None],
+    ) -> Notification | None:
+        sources = ["" if s is None else s for s in advance_from]  # '': never reported (NULL)
+        rows = self._write(
+            "UPDATE notifications SET delivery_status = ?, delivery_error_code = ?, "
+            "delivery_status_at = ? WHERE id = ? "
+            f"AND COALESCE(delivery_status, '') IN ({','.join('?' * len(sources))}) RETURNING *",
+            (status, error_code, to_millis(at), notification_id, *sources),
+        )[0]
+        return _to_notification(rows[0]) if rows else None
+
     def dead_letters_due(self, limit: int = 500) -> list[Notification]:
         rows = self._read(
             "SELECT * FROM notifications WHERE status = ? AND dead_lettered_at IS NULL LIMIT ?",
@@ -596,6 +637,9 @@ class SqliteStore(NotificationStore):
 
     def count_by_type(self) -> dict[str, int]:
         return self._count_by("notification_type")
+
+    def count_by_delivery_status(self) -> dict[str, int]:
+        return {k: n for k, n in self._count_by("delivery_status").items() if k is not None}
 
     def ping(self) -> None:
         self._file_checked_at = 0.0  # readiness always looks at the file itself

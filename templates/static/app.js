@@ -1,6 +1,7 @@
 /* Notify: small enhancements on top of pages that work without script.
    - the send form hides fields the chosen type does not use, and disables itself on submit;
-   - a sent notification's status, a user's list and the counts poll the JSON API;
+   - a sent notification's status, a user's list and the counts poll the JSON API, the
+     dashboard's chart of the last hour /dashboard/activity;
    - times are shown in local time, and "in 25 s" for the next retry;
    - the retry button retries through the JSON API without leaving the page (cancel posts the
      page's own form: it works the same with or without script).
@@ -534,6 +535,122 @@
     if (summary) { summary.focus(); }
   }
 
+  // -- the dashboard's last hour, receipts and webhooks -----------------------------------------
+  /* The server computes the charts' geometry (common/web_dashboard.py) for the first render and
+     for /dashboard/activity alike; this only puts it into the SVGs with DOM methods. */
+  var SVG = "http://www.w3.org/2000/svg";
+
+  function svgElement(tag, attributes, text) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attributes).forEach(function (name) { node.setAttribute(name, attributes[name]); });
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+
+  function drawTicks(svg, yTicks, xTicks) {
+    var ys = $("[data-y-ticks]", svg);
+    var xs = $("[data-x-ticks]", svg);
+    var left = ys.getAttribute("data-left");
+    var right = ys.getAttribute("data-right");
+    ys.textContent = "";
+    yTicks.forEach(function (tick) {
+      ys.appendChild(svgElement("line", { "class": "grid", x1: left, x2: right, y1: tick.y, y2: tick.y }));
+      ys.appendChild(svgElement("text", { x: left - 6, y: tick.y + 4, "text-anchor": "end" }, tick.label));
+    });
+    xs.textContent = "";
+    xTicks.forEach(function (tick) {
+      xs.appendChild(svgElement("text", { x: tick.x, y: xs.getAttribute("data-y"), "text-anchor": "middle" }, tick.label));
+    });
+  }
+
+  function drawChart(svg, part, xTicks) {
+    Object.keys(part.paths).forEach(function (name) {
+      var path = $("[data-series=" + name + "]", svg);
+      if (path) { path.setAttribute("d", part.paths[name]); }
+    });
+    drawTicks(svg, part.y_ticks, xTicks);
+    var alerts = $("[data-alerts]", svg);
+    if (alerts) {
+      alerts.textContent = "";
+      (part.alerts || []).forEach(function (band) {
+        alerts.appendChild(svgElement("rect", { "class": "chart-alert", x: band.x, y: 10, width: band.width, height: 140 }));
+      });
+    }
+  }
+
+  function showActivity(root, activity) {
+    $("[data-activity-off]", root).hidden = activity.recorded;
+    $("[data-activity-down]", root).hidden = !activity.recorded || activity.available;
+    var charts = $("[data-activity-charts]", root);
+    charts.hidden = !activity.available;
+    if (!activity.available) { return; }
+    drawChart($("[data-chart=counts]", root), activity.chart.counts, activity.chart.x_ticks);
+    drawChart($("[data-chart=latency]", root), activity.chart.latency, activity.chart.x_ticks);
+    $all("[data-activity-summary]", root).forEach(function (desc) { desc.textContent = activity.summary; });
+    $all("[data-activity-total]", root).forEach(function (total) {
+      total.textContent = Number(activity.totals[total.getAttribute("data-activity-total")] || 0).toLocaleString();
+    });
+  }
+
+  function showReceipts(root, receipts) {
+    var table = $("[data-receipts]", root);
+    $("[data-receipts-off]", root).hidden = receipts.available;
+    $("[data-receipts-empty]", root).hidden = !receipts.available || !!receipts.counts.length;
+    table.hidden = !receipts.available || !receipts.counts.length;
+    var tbody = $("tbody", table);
+    tbody.textContent = "";
+    receipts.counts.forEach(function (row) {
+      var tr = element("tr");
+      tr.setAttribute("data-receipt", row.status);
+      tr.appendChild(element("td", "", row.status.replace(/_/g, " ")));
+      var count = element("td", "num", Number(row.count).toLocaleString());
+      count.setAttribute("data-count", "");
+      tr.appendChild(count);
+      tbody.appendChild(tr);
+    });
+  }
+
+  function showWebhooks(root, webhooks) {
+    var table = $("[data-webhooks]", root);
+    var endpoints = webhooks.endpoints || [];
+    table.hidden = !webhooks.available || !endpoints.length;
+    $("[data-webhooks-empty]", root).hidden = !webhooks.available || !!endpoints.length;
+    $("[data-webhooks-off]", root).hidden = webhooks.available;
+    var tbody = $("tbody", table);
+    tbody.textContent = "";
+    endpoints.forEach(function (hook) {
+      var tr = element("tr");
+      tr.setAttribute("data-webhook", hook.id);
+      tr.appendChild(element("td", "url", hook.url));
+      var state = element("td");
+      state.appendChild(element("span", "state " + (hook.enabled ? "state-on" : "state-off"),
+        hook.enabled ? "Enabled" : "Disabled"));
+      if (!hook.enabled && hook.disabled_reason) {
+        state.appendChild(document.createTextNode(" "));
+        state.appendChild(element("span", "muted", "(" + hook.disabled_reason + ")"));
+      }
+      tr.appendChild(state);
+      tr.appendChild(element("td", "num", String(hook.failures_in_a_row)));
+      var error = element("td");
+      error.appendChild(hook.last_error ? element("span", "error-text", hook.last_error) : dash());
+      tr.appendChild(error);
+      tbody.appendChild(tr);
+    });
+  }
+
+  function initActivity(root) {
+    poll(function () {
+      return getJSON(root.getAttribute("data-source")).then(function (reply) {
+        if (!reply.ok) { return 15000; }
+        showActivity(root, reply.body.activity);
+        showReceipts(root, reply.body.receipts);
+        showWebhooks(root, reply.body.webhooks);
+        root.setAttribute("data-refreshed", String(Date.now()));
+        return 5000;
+      });
+    });
+  }
+
   // -- start ---------------------------------------------------------------------------------
   $all("time[datetime]").forEach(showTime);
   setInterval(function () { $all("time[data-relative]").forEach(showTime); }, 1000);
@@ -541,6 +658,7 @@
   $all("[data-live-notification]").forEach(initLiveNotification);
   $all("[data-user-list]").forEach(initUserList);
   $all("[data-live-stats]").forEach(initStats);
+  $all("[data-live-activity]").forEach(initActivity);
   $all("[data-send-form]").forEach(initTemplatePicker);
   $all("[data-template-preview]").forEach(initTemplatePreview);
   $all("[data-template-form]").forEach(initTemplateForm);

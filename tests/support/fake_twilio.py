@@ -7,6 +7,9 @@ Twilio error code (`fail_with(21610)`); an unknown path gets Twilio's 404 (error
         ...
         request = twilio.wait_for_requests(1)[0]
         assert request.form["To"] == "+14155550123" and request.username == twilio.account_sid
+
+Each message it creates gets its own SID (in `request.sid`); `receipt(request, "delivered")`
+is the signed status callback Twilio would then post to the request's StatusCallback URL.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from twilio.request_validator import RequestValidator
 
 OK = "ok"
 SERVER_ERROR = "server_error"  # 500, Twilio error 20500
@@ -56,6 +61,16 @@ class RecordedRequest:
     form: dict[str, str]  # form fields, first value of each: To, From, Body
     username: str | None  # HTTP basic auth: the account SID
     password: str | None  # HTTP basic auth: the auth token
+    sid: str | None = None  # the SID of the message it created, if it did
+
+
+@dataclass
+class Receipt:
+    """A status callback as Twilio posts it: to `url`, with `form` signed by `signature`."""
+
+    url: str
+    form: dict[str, str]
+    signature: str
 
 
 class FakeTwilio:
@@ -142,6 +157,27 @@ class FakeTwilio:
                 self._arrived.wait(left)
             return list(self.requests)
 
+    def receipt(
+        self, request: RecordedRequest, status: str, error_code: int | None = None
+    ) -> Receipt:
+        """The callback Twilio sends when message `request.sid` reaches `status`, signed with
+        the auth token for the StatusCallback URL given when it was created."""
+        form = {
+            "AccountSid": self.account_sid,
+            "MessageSid": request.sid or "",
+            "SmsSid": request.sid or "",
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "To": request.form.get("To", ""),
+            "From": request.form.get("From", ""),
+            "ApiVersion": "2010-04-01",
+        }
+        if error_code is not None:
+            form["ErrorCode"] = str(error_code)
+        url = request.form["StatusCallback"]
+        signature = RequestValidator(self.auth_token).compute_signature(url, form)
+        return Receipt(url, form, signature)
+
     def _record(self, request: RecordedRequest) -> None:
         with self._arrived:
             self.requests.append(request)
@@ -196,6 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
         fake: FakeTwilio = self.server.fake  # type: ignore[attr-defined]
         fake._record(request)
         status, payload = fake.answer(request)
+        request.sid = payload.get("sid") if status == 201 else None  # before the client reads it
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")

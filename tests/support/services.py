@@ -9,7 +9,7 @@ from common.config import Settings
 from common.model import utcnow
 from common.preferences.store import make_preference_store
 from common.queue.memory import MemoryQueue
-from common.runtime import set_service
+from common.runtime import make_listeners, set_service
 from common.service import NotificationService
 from common.store.sqlite import SqliteStore
 from common.suppressions.store import make_suppression_store
@@ -23,6 +23,8 @@ def installed_service(settings: Settings, **extra) -> NotificationService:
     data_dir = settings.data_dir
     extra.setdefault("preferences", make_preference_store(settings))
     extra.setdefault("suppressions", make_suppression_store(settings))
+    for name, value in make_listeners(settings).items():
+        extra.setdefault(name, value)
     service = NotificationService(
         settings,
         SqliteStore(data_dir / "notifications.db"),
