@@ -49,6 +49,7 @@ class FunctionSpec:
 HTTP_FUNCTIONS = (
     FunctionSpec("http_send.py", "http_send"),
     FunctionSpec("http_notifications.py", "http_notifications"),
+    FunctionSpec("http_inbox.py", "http_inbox"),
     FunctionSpec("http_access.py", "http_access"),
     FunctionSpec("http_templates.py", "http_templates"),
     FunctionSpec("http_preferences.py", "http_preferences"),

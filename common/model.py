@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.errors import ValidationError
+from common.inbox import INBOX_FIELDS, parse_inbox_fields
 from common.send_options import SEND_OPTION_FIELDS, parse_send_options
 
 # Life cycle (shared/DESIGN.md; the moves between them are in common/lifecycle.py):
@@ -74,6 +75,7 @@ ALLOWED_FIELDS = {
     "phone",
     "subject",
     *SEND_OPTION_FIELDS,
+    *INBOX_FIELDS,
 }
 
 
@@ -115,9 +117,15 @@ class Notification:
     locale: str | None = None
     # An email's HTML part (CSS inlined), sent beside `message` as multipart/alternative.
     html: str | None = None
-    # An in-app notification's title and link (from a template's in_app parts).
+    # An in-app notification's title and link (from a template's in_app parts, or the send),
+    # and the sender's own small JSON object for its inbox (common/inbox.py's limits).
     title: str | None = None
     action_url: str | None = None
+    data: dict[str, Any] | None = None
+    # The inbox states, as the time each began (None: not seen, unread, not archived).
+    seen_at: datetime | None = None
+    read_at: datetime | None = None
+    archived_at: datetime | None = None
     # The sender's category (preferences and unsubscribe are per category); transactional
     # ones (configured, or declared by their template) ignore opt-outs and quiet hours.
     category: str | None = None
@@ -142,12 +150,13 @@ class Notification:
 
     def to_dict(self) -> dict[str, Any]:
         """The notification as the JSON API shows it (times in ISO 8601, UTC)."""
-        # A shallow copy: every field is a str, int, datetime or None (asdict deep-copies).
-        data = {name: getattr(self, name) for name in PUBLIC_FIELDS}
-        for key, value in data.items():
+        # A shallow copy: every field is a str, int, datetime or None (asdict deep-copies),
+        # but for `data`, a JSON object that is only ever replaced whole.
+        shown = {name: getattr(self, name) for name in PUBLIC_FIELDS}
+        for key, value in shown.items():
             if isinstance(value, datetime):
-                data[key] = value.isoformat().replace("+00:00", "Z")
-        return data
+                shown[key] = value.isoformat().replace("+00:00", "Z")
+        return shown
 
     def with_changes(self, **changes: Any) -> Notification:
         return replace(self, **changes)
@@ -256,6 +265,7 @@ def validate_request(payload: Any, max_retries: int = 5) -> Notification:
         errors["phone"] = "is required for an sms notification"
 
     options = parse_send_options(payload, errors)
+    options.update(parse_inbox_fields(payload, errors))
 
     if errors:
         raise ValidationError("invalid notification", errors)
@@ -286,7 +296,12 @@ def request_fingerprint(notification: Notification) -> str:
     options = [notification.category, notification.cancel_key, notification.send_at]
     if any(option is not None for option in options):  # older fingerprints stay as they were
         asked.append([str(option) if option is not None else None for option in options])
-    return hashlib.sha256(json.dumps(asked).encode()).hexdigest()
+    inbox = [notification.title, notification.action_url, notification.data]
+    if any(part is not None for part in inbox):  # likewise: only sends that carry them
+        asked.append(inbox)
+    # sort_keys orders `data`'s keys; nothing else in `asked` is an object, so it changes no
+    # older fingerprint.
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
 def retry_delay(

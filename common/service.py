@@ -17,8 +17,17 @@ from common.channels.base import Channel
 from common.config import Settings
 from common.delivery import Deliverer
 from common.errors import Conflict, NotFound, ValidationError
+from common.inbox import ACTIONS, BULK_ACTIONS, parse_bulk, parse_list_filters
 from common.intake import MAX_BATCH, Intake, idempotent_id
-from common.model import CANCELLED, STATUSES, TYPES, Notification, normalise_type, utcnow
+from common.model import (
+    CANCELLED,
+    IN_APP,
+    STATUSES,
+    TYPES,
+    Notification,
+    normalise_type,
+    utcnow,
+)
 from common.notification_events import NO_EVENTS, EventBus
 from common.queue.base import NotificationQueue
 from common.recipient_policy import RecipientPolicy
@@ -159,8 +168,14 @@ class NotificationService:
         status: str | None = None,
         limit: str | int | None = None,
         cursor: str | None = None,
+        read: str | None = None,
+        archived: str | None = None,
+        category: str | None = None,
     ) -> Page:
+        """`read` (true/false), `archived` (false, the default: hidden; true; all) and
+        `category` filter the inbox; each bad value is a 400 naming it."""
         errors: dict[str, str] = {}
+        filters = parse_list_filters(read, archived, category, errors)
         kind = None
         if notification_type:
             kind = normalise_type(notification_type)
@@ -185,8 +200,42 @@ class NotificationService:
         if errors:
             raise ValidationError("invalid query", errors)
         return self.store.list_for_user(
-            user_id, notification_type=kind, status=status or None, limit=page_size, cursor=position
+            user_id,
+            notification_type=kind,
+            status=status or None,
+            limit=page_size,
+            cursor=position,
+            **filters,
         )
+
+    # -- the in-app inbox: seen, read, archived ----------------------------------------------
+
+    def mark(self, notification_id: str, action: str) -> Notification:
+        """seen, read, unread, archive or unarchive one notification (idempotent)."""
+        if action not in ACTIONS:
+            raise ValidationError(
+                "unknown action", {"action": f"must be one of {', '.join(ACTIONS)}"}
+            )
+        marked = self.store.mark(notification_id, action, self.clock())
+        if marked is None:
+            raise NotFound(f"notification {notification_id} not found")
+        log.info("notification=%s event=%s", notification_id, action)
+        return marked
+
+    def mark_all(self, user_id: str, action: str, payload: Any = None) -> int:
+        """read-all or seen-all for a user; `payload` may narrow it (category, before, type)."""
+        if action not in BULK_ACTIONS:
+            raise ValidationError("unknown action", {"action": "must be read or seen"})
+        updated = self.store.mark_all(user_id, action, self.clock(), **parse_bulk(payload))
+        log.info("user=%s event=%s_all updated=%d", user_id, action, updated)
+        return updated
+
+    def inbox_counts(self, user_id: str, notification_type: str | None = None) -> dict[str, int]:
+        """total, unread and unseen over the user's non-archived ones (default: in_app)."""
+        kind = normalise_type(notification_type) if notification_type else IN_APP
+        if kind is None:
+            raise ValidationError("invalid query", {"type": f"must be one of {', '.join(TYPES)}"})
+        return self.store.inbox_counts(user_id, kind)
 
     def stats(self) -> dict:
         by_status = {status: 0 for status in STATUSES}

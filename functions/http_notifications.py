@@ -23,6 +23,9 @@ def list_for_user(request, user_id):
         status=request.args.get("status"),
         limit=request.args.get("limit"),
         cursor=request.args.get("cursor"),
+        read=request.args.get("read"),
+        archived=request.args.get("archived"),
+        category=request.args.get("category"),
     )
     return json_response(
         {

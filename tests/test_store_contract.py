@@ -448,3 +448,103 @@ def test_count_by_delivery_status_leaves_out_the_never_reported(store):
     for notification_id, status in zip(ids[:3], statuses, strict=True):
         store.record_delivery_status(notification_id, status, None, now, [None])
     assert store.count_by_delivery_status() == {"delivered": 2, "undelivered": 1}
+
+
+# -- the in-app inbox: states, bulk actions, counts, listing filters (issue 12) ---------------
+
+
+def test_title_action_url_data_and_states_round_trip(store):
+    at = utcnow()
+    full = make(
+        title="Your order shipped",
+        action_url="/orders/7",
+        data={"order": 7, "items": [{"sku": "a-1", "n": 2}], "gift": None, "note": "é"},
+        seen_at=at,
+        read_at=at,
+        archived_at=at,
+    )
+    store.add_many([full])
+    plain = make()
+    store.add(plain)
+    assert store.get(full.id) == full and store.get(full.id).data["items"][0]["sku"] == "a-1"
+    assert (store.get(plain.id).data, store.get(plain.id).read_at) == (None, None)
+
+
+def test_states_are_idempotent_timestamps(store):
+    note = make()
+    store.add(note)
+    first, later = utcnow(), utcnow() + timedelta(seconds=5)
+    seen = store.mark(note.id, "seen", first)
+    assert (seen.seen_at, seen.read_at) == (first, None)
+    read = store.mark(note.id, "read", later)
+    assert (read.seen_at, read.read_at) == (first, later)  # seen kept its first time
+    again = store.mark(note.id, "read", later + timedelta(seconds=5))
+    assert again.read_at == later  # reading a read one keeps its first read_at
+    unread = store.mark(note.id, "unread", later)
+    assert (unread.read_at, unread.seen_at) == (None, first)  # unread clears read_at only
+    archived = store.mark(note.id, "archive", later)
+    assert store.mark(note.id, "archive", later + timedelta(seconds=1)).archived_at == later
+    assert archived.archived_at == later and archived.status == note.status
+    assert store.mark(note.id, "unarchive", later).archived_at is None
+    assert store.get(note.id).updated_at == note.updated_at  # the life cycle is untouched
+    assert store.mark("no-such-id", "read", later) is None
+
+
+def test_mark_all_changes_only_what_it_names(store):
+    now = utcnow()
+    old_promo = make(category="promo", created_offset=-60)
+    new_promo = make(category="promo")
+    billing = make(category="billing", created_offset=-60)
+    email = make(kind="email", email="a@b.co", category="promo", created_offset=-60)
+    other_user = make(user="u2", category="promo", created_offset=-60)
+    store.add_many([old_promo, new_promo, billing, email, other_user])
+    store.mark(billing.id, "read", now - timedelta(seconds=30))
+
+    before = now - timedelta(seconds=10)
+    count = store.mark_all("u1", "seen", now, category="promo", before=before)
+    assert count == 2  # old_promo and the email: the new one is after `before`
+    assert store.get(old_promo.id).seen_at == now and store.get(new_promo.id).seen_at is None
+    assert store.get(other_user.id).seen_at is None
+
+    assert store.mark_all("u1", "read", now, notification_type="in_app") == 2
+    assert store.get(new_promo.id).read_at == now and store.get(new_promo.id).seen_at == now
+    assert store.get(billing.id).read_at == now - timedelta(seconds=30)  # kept its first
+    assert store.get(email.id).read_at is None
+    assert store.mark_all("u1", "read", now, notification_type="in_app") == 0  # idempotent
+    assert store.mark_all("u1", "read", now) == 1  # the email
+    assert store.mark_all("nobody", "seen", now) == 0
+
+
+def test_inbox_counts_leave_out_archived_and_other_types(store):
+    assert store.inbox_counts("u1") == {"total": 0, "unread": 0, "unseen": 0}
+    notes = [make(created_offset=-i) for i in range(5)]
+    store.add_many([*notes, make(kind="sms", phone="+14155550123"), make(user="u2")])
+    now = utcnow()
+    store.mark(notes[0].id, "read", now)  # read and seen
+    store.mark(notes[1].id, "seen", now)
+    store.mark(notes[2].id, "archive", now)  # counted nowhere
+    assert store.inbox_counts("u1", "in_app") == {"total": 4, "unread": 3, "unseen": 2}
+    assert store.inbox_counts("u1", "sms") == {"total": 1, "unread": 1, "unseen": 1}
+    assert store.inbox_counts("u2") == {"total": 1, "unread": 1, "unseen": 1}
+
+
+def test_listing_hides_archived_by_default_and_filters_read_and_category(store):
+    notes = [make(created_offset=-i, category="promo" if i % 2 else "billing") for i in range(4)]
+    store.add_many(notes)
+    now = utcnow()
+    store.mark(notes[0].id, "archive", now)
+    store.mark(notes[1].id, "read", now)
+
+    def ids(**filters):
+        return [n.id for n in store.list_for_user("u1", **filters).items]
+
+    assert ids() == [n.id for n in notes[1:]]
+    assert ids(archived="true") == [notes[0].id]
+    assert ids(archived="all") == [n.id for n in notes]
+    assert ids(read=True) == [notes[1].id]
+    assert ids(read=False) == [notes[2].id, notes[3].id]
+    assert ids(category="promo") == [notes[1].id, notes[3].id]
+    assert ids(category="billing", archived="all", read=False) == [notes[0].id, notes[2].id]
+    page = store.list_for_user("u1", limit=1, read=False)
+    rest = store.list_for_user("u1", limit=1, read=False, cursor=Cursor.decode(page.next_cursor))
+    assert [n.id for n in page.items + rest.items] == [notes[2].id, notes[3].id]

@@ -79,6 +79,16 @@ def test_a_file_from_an_older_version_gains_the_new_columns(tmp_path):
     store.add(held)
     assert store.get(held.id) == held and store.count_with_cancel_key("k") == 1
     assert [n.id for n in store.cancel_by_key("k", held.created_at, "withdrawn")] == [held.id]
+    # The inbox's columns: no state, no data; and they work (with their indexes) once there.
+    assert (migrated.seen_at, migrated.read_at, migrated.archived_at) == (None, None, None)
+    assert migrated.data is None and migrated.title is None
+    assert store.inbox_counts("u1") == {"total": 2, "unread": 2, "unseen": 2}
+    read = store.mark("gave-up", "read", held.created_at)
+    assert read.read_at == read.seen_at == held.created_at
+    rich = note(data={"order": 7}, title="t", action_url="/o/7")
+    store.add(rich)
+    assert store.get(rich.id) == rich
+    assert store.mark_all("u1", "seen", held.created_at) == 2
 
 
 def test_the_sweep_and_cancel_by_key_use_indexes_not_a_scan_of_history(tmp_path):
@@ -98,3 +108,28 @@ def test_the_sweep_and_cancel_by_key_use_indexes_not_a_scan_of_history(tmp_path)
     reads = ("status=? AND send_at<?", "cancel_key=?")
     assert all(any(read in plan for plan in plans) for read in reads), plans
     assert not any(plan.startswith("SCAN notifications") for plan in plans), plans
+
+
+def test_the_inbox_counts_are_answered_from_indexes(tmp_path):
+    """Each count reads its own partial index, never the user's history; so do the listing's
+    inbox filters (the user's index, in order) and the bulk actions."""
+    store = SqliteStore(tmp_path / "n.db")
+    store.add_many([note() for _ in range(20)])
+    connection = store._connection()
+    plans: list[str] = []
+    read = store._read
+
+    def explaining(sql, params=()):
+        plans.extend(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        return read(sql, params)
+
+    store._read = explaining
+    store.inbox_counts("u1", "in_app")
+    searches = [plan for plan in plans if " notifications " in f"{plan} "]
+    assert len(searches) == 3, plans
+    for index, plan in zip(("live", "unread", "unseen"), searches, strict=True):
+        assert f"USING INDEX ix_inbox_{index}" in plan or "USING COVERING INDEX" in plan, plans
+    plans.clear()
+    store.list_for_user("u1", read=False, category="c", archived="false")
+    assert plans == ["SEARCH notifications USING INDEX ix_user_created (user_id=?)"], plans
+    assert not any(plan.startswith("SCAN") for plan in plans)

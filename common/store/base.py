@@ -85,8 +85,39 @@ class NotificationStore(ABC):
         status: str | None = None,
         limit: int = 50,
         cursor: Cursor | None = None,
+        read: bool | None = None,
+        archived: str = "false",
+        category: str | None = None,
     ) -> Page:
-        """Newest first; `next_cursor` is None on the last page."""
+        """Newest first; `next_cursor` is None on the last page. `read`: only read (True) or
+        unread (False) ones; `archived`: "false" (the default) hides archived ones, "true"
+        shows only them, "all" both; `category`: only that category."""
+
+    # -- the in-app inbox: states are timestamps (common/inbox.py ACTIONS) ---------------------
+
+    @abstractmethod
+    def mark(self, notification_id: str, action: str, now: datetime) -> Notification | None:
+        """Apply one of common/inbox.py's ACTIONS in one atomic update: a time already set is
+        kept, a cleared one becomes None. The updated record, or None for an unknown id."""
+
+    @abstractmethod
+    def mark_all(
+        self,
+        user_id: str,
+        action: str,
+        now: datetime,
+        *,
+        notification_type: str | None = None,
+        category: str | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        """ "read" or "seen" every notification of the user that is not yet (only of that type,
+        that category, created before `before`): how many changed."""
+
+    @abstractmethod
+    def inbox_counts(self, user_id: str, notification_type: str = "in_app") -> dict[str, int]:
+        """{"total", "unread", "unseen"} over the user's non-archived ones of that type,
+        answered from indexes."""
 
     @abstractmethod
     def _apply(

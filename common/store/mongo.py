@@ -29,6 +29,7 @@ from common.model import (
     SENDING,
     Notification,
 )
+from common.store import mongo_inbox
 from common.store.base import (
     DUPLICATE,
     INSERTED,
@@ -104,6 +105,7 @@ class MongoStore(NotificationStore):
         self.collection.create_index([("status", ASCENDING), ("send_at", ASCENDING)])
         self.collection.create_index([("cancel_key", ASCENDING)], sparse=True)
         self.collection.create_index([("provider_message_id", ASCENDING)], sparse=True)
+        self.collection.create_index(mongo_inbox.INBOX_INDEX)
 
     @_reporting_outages
     def add(self, notification: Notification) -> None:
@@ -156,6 +158,9 @@ class MongoStore(NotificationStore):
         status: str | None = None,
         limit: int = 50,
         cursor: Cursor | None = None,
+        read: bool | None = None,
+        archived: str = "false",
+        category: str | None = None,
     ) -> Page:
         limit = clamp_limit(limit)
         query: dict[str, Any] = {"user_id": user_id}
@@ -163,6 +168,7 @@ class MongoStore(NotificationStore):
             query["notification_type"] = notification_type
         if status:
             query["status"] = status
+        mongo_inbox.add_list_filters(query, read, archived, category)
         if cursor:
             query["$or"] = [
                 {"created_at": {"$lt": cursor.created_at}},
@@ -337,6 +343,43 @@ class MongoStore(NotificationStore):
             {"$set": {"dead_lettered_at": now}},
         )
         return result.modified_count
+
+    # -- the in-app inbox (its queries: common/store/mongo_inbox.py) --------------------------
+
+    @_reporting_outages
+    def mark(self, notification_id: str, action: str, now: datetime) -> Notification | None:
+        document = self.collection.find_one_and_update(
+            {"id": notification_id},
+            mongo_inbox.mark_pipeline(action, now),
+            projection=NO_ID,
+            return_document=ReturnDocument.AFTER,
+        )
+        return _to_notification(document) if document else None
+
+    @_reporting_outages
+    def mark_all(
+        self,
+        user_id: str,
+        action: str,
+        now: datetime,
+        *,
+        notification_type: str | None = None,
+        category: str | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        query = mongo_inbox.mark_all_query(
+            user_id, action, notification_type=notification_type, category=category, before=before
+        )
+        result = self.collection.update_many(query, mongo_inbox.mark_pipeline(action, now))
+        return result.modified_count
+
+    @_reporting_outages
+    def inbox_counts(self, user_id: str, notification_type: str = "in_app") -> dict[str, int]:
+        mine = {"user_id": user_id, "notification_type": notification_type}
+        return {
+            name: self.collection.count_documents({**mine, **condition})
+            for name, condition in mongo_inbox.COUNTS.items()
+        }
 
     def _count_by(self, field: str) -> dict[str, int]:
         pipeline = [{"$group": {"_id": f"${field}", "count": {"$sum": 1}}}]

@@ -13,6 +13,7 @@ lock, threads would meet SQLite's busy handler, which waits by sleeping 1, 2, 5 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -36,6 +37,7 @@ from common.model import (
     Notification,
 )
 from common.sqlite_files import ThreadConnections
+from common.store import sqlite_inbox
 from common.store.base import (
     DUPLICATE,
     INSERTED,
@@ -56,6 +58,9 @@ TIME_FIELDS = (
     "dead_lettered_at",
     "send_at",
     "delivery_status_at",
+    "seen_at",
+    "read_at",
+    "archived_at",
 )
 COLUMNS = (
     "id",
@@ -86,7 +91,9 @@ COLUMNS = (
     "delivery_status",
     "delivery_error_code",
     "traceparent",
+    "data",
 ) + TIME_FIELDS
+DATA_INDEX = COLUMNS.index("data")  # stored as JSON text
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -125,7 +132,11 @@ CREATE TABLE IF NOT EXISTS notifications (
     delivery_status TEXT,
     delivery_error_code TEXT,
     delivery_status_at INTEGER,
-    traceparent TEXT
+    traceparent TEXT,
+    data TEXT,
+    seen_at INTEGER,
+    read_at INTEGER,
+    archived_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS ix_user_created ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS ix_status_next_retry ON notifications (status, next_retry_time);
@@ -155,15 +166,22 @@ ADDED_COLUMNS = {
     "delivery_error_code": "TEXT",
     "delivery_status_at": "INTEGER",
     "traceparent": "TEXT",
+    "data": "TEXT",  # JSON
+    "seen_at": "INTEGER",
+    "read_at": "INTEGER",
+    "archived_at": "INTEGER",
 }
 # Created once the added columns exist (SCHEMA runs first, on a file that may lack them).
-INDEXES_ON_ADDED = """
+INDEXES_ON_ADDED = (
+    """
 CREATE INDEX IF NOT EXISTS ix_status_dead_letter ON notifications (status, dead_lettered_at);
 CREATE INDEX IF NOT EXISTS ix_status_send_at ON notifications (status, send_at);
 CREATE INDEX IF NOT EXISTS ix_cancel_key ON notifications (cancel_key) WHERE cancel_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ix_provider_message_id ON notifications (provider_message_id)
     WHERE provider_message_id IS NOT NULL;
 """
+    + sqlite_inbox.INBOX_INDEXES
+)
 # How often (seconds) the store checks that its file is still the one it opened.
 FILE_CHECK_INTERVAL = 1.0
 
@@ -181,20 +199,25 @@ def from_millis(value: int | None) -> datetime | None:
 
 
 def _row_values(notification: Notification) -> tuple:
-    return tuple(
+    values = [
         to_millis(getattr(notification, name))
         if name in TIME_FIELDS
         else getattr(notification, name)
         for name in COLUMNS
-    )
+    ]
+    if notification.data is not None:
+        values[DATA_INDEX] = json.dumps(notification.data, ensure_ascii=False)
+    return tuple(values)
 
 
 def _to_notification(row: sqlite3.Row) -> Notification:
-    data = {name: row[name] for name in COLUMNS}
+    values = {name: row[name] for name in COLUMNS}
     for name in TIME_FIELDS:
-        data[name] = from_millis(data[name])
-    data["transactional"] = bool(data["transactional"])  # SQLite has no boolean: 0 or 1
-    return Notification(**data)
+        values[name] = from_millis(values[name])
+    values["transactional"] = bool(values["transactional"])  # SQLite has no boolean: 0 or 1
+    if values["data"] is not None:
+        values["data"] = json.loads(values["data"])
+    return Notification(**values)
 
 
 class _Write:
@@ -215,6 +238,8 @@ class _Write:
 def _column_value(name: str, value: Any) -> Any:
     if name not in COLUMNS or name == "id":
         raise ValueError(f"unknown or immutable field {name!r}")
+    if name == "data":
+        return None if value is None else json.dumps(value, ensure_ascii=False)
     return to_millis(value) if name in TIME_FIELDS else value
 
 
@@ -439,6 +464,9 @@ class SqliteStore(NotificationStore):
         status: str | None = None,
         limit: int = 50,
         cursor: Cursor | None = None,
+        read: bool | None = None,
+        archived: str = "false",
+        category: str | None = None,
     ) -> Page:
         limit = clamp_limit(limit)
         where, params = ["user_id = ?"], [user_id]
@@ -448,6 +476,9 @@ class SqliteStore(NotificationStore):
         if status:
             where.append("status = ?")
             params.append(status)
+        inbox_where, inbox_params = sqlite_inbox.list_filters(read, archived, category)
+        where += inbox_where
+        params += inbox_params
         if cursor:
             where.append("(created_at < ? OR (created_at = ? AND id < ?))")
             millis = to_millis(cursor.created_at)
@@ -627,6 +658,39 @@ class SqliteStore(NotificationStore):
             )
             marked += count
         return marked
+
+    # -- the in-app inbox (its SQL: common/store/sqlite_inbox.py) -----------------------------
+
+    def mark(self, notification_id: str, action: str, now: datetime) -> Notification | None:
+        sql, params = sqlite_inbox.mark_statement(notification_id, action, to_millis(now))
+        rows = self._write(sql, params)[0]
+        return _to_notification(rows[0]) if rows else None
+
+    def mark_all(
+        self,
+        user_id: str,
+        action: str,
+        now: datetime,
+        *,
+        notification_type: str | None = None,
+        category: str | None = None,
+        before: datetime | None = None,
+    ) -> int:
+        sql, params = sqlite_inbox.mark_all_statement(
+            user_id,
+            action,
+            to_millis(now),
+            notification_type=notification_type,
+            category=category,
+            before_ms=to_millis(before),
+        )
+        return self._write(sql, params)[1]
+
+    def inbox_counts(self, user_id: str, notification_type: str = "in_app") -> dict[str, int]:
+        row = self._read(
+            sqlite_inbox.COUNTS_SQL, sqlite_inbox.counts_params(user_id, notification_type)
+        )[0]
+        return {name: row[name] for name in sqlite_inbox.COUNTS}
 
     def _count_by(self, column: str) -> dict[str, int]:
         rows = self._read(f"SELECT {column}, COUNT(*) FROM notifications GROUP BY {column}")
