@@ -26,6 +26,7 @@ from common.notification_events import NO_EVENTS, EventBus, NotificationEvent
 from common.queue.base import NotificationQueue, QueueUnavailable
 from common.recipient_policy import address_of
 from common.store.base import NotificationStore
+from common.tracing import current_traceparent, traced
 
 log = logging.getLogger("notifications")
 
@@ -76,7 +77,9 @@ class Deliverer:
             status = current.status if current else "unknown"
             log.info("notification=%s event=skipped status=%s", notification_id, status)
             return SKIPPED
-        with self.leases.holding(notification.id, token):
+        # The record's own trace when the message carried none (the sweep republishes bare).
+        trace = current_traceparent() or notification.traceparent
+        with self.leases.holding(notification.id, token), traced(trace):
             result = self._send(notification)
             return self._record(notification, token, result)
 
@@ -129,14 +132,18 @@ class Deliverer:
             notification_id, self._stored_only_types, self.clock()
         )
         if delivered is not None:
-            log.info(
-                "notification=%s event=sent type=%s attempt=%d detail=stored in-app",
-                notification_id,
-                delivered.notification_type,
-                delivered.retry_count + 1,
-            )
-            self._tell(told.SENT, delivered, DeliveryResult.sent())
+            with traced(current_traceparent() or delivered.traceparent):
+                self._log_delivered_in_place(delivered)
         return delivered is not None
+
+    def _log_delivered_in_place(self, delivered: Notification) -> None:
+        log.info(
+            "notification=%s event=sent type=%s attempt=%d detail=stored in-app",
+            delivered.id,
+            delivered.notification_type,
+            delivered.retry_count + 1,
+        )
+        self._tell(told.SENT, delivered, DeliveryResult.sent())
 
     def _send(self, notification: Notification) -> DeliveryResult:
         channel = self.channels[notification.notification_type]

@@ -12,7 +12,6 @@ import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 from werkzeug.exceptions import BadRequest
 
-from common.errors import NotFound
 from common.events import notification_id_from_event, traceparent_from_event
 from common.http import error_response
 from common.runtime import get_service, require_valid_settings
@@ -28,17 +27,7 @@ def queue_deliver(cloud_event):
         notification_id = notification_id_from_event(cloud_event)
     except ValueError as error:
         raise BadRequest(response=error_response(400, str(error))) from None
-    traceparent = traceparent_from_event(cloud_event) or stored_traceparent(notification_id)
-    with traced(traceparent):
+    # A message without a trace (the sweep's) is traced by the claimed record: the deliverer
+    # takes it from there, without reading the notification a second time.
+    with traced(traceparent_from_event(cloud_event)):
         get_service().deliver(notification_id)
-
-
-def stored_traceparent(notification_id: str) -> str | None:
-    """The notification's own trace context, for a message sent without one (the sweep's)."""
-    try:
-        return get_service().get(notification_id).traceparent
-    except NotFound:
-        return None  # the delivery logs it as skipped
-    except Exception as error:  # noqa: BLE001 - the delivery itself reports a store outage
-        log.warning("notification=%s event=trace_lookup_failed error=%r", notification_id, error)
-        return None

@@ -202,7 +202,7 @@ def test_the_memory_queue_carries_the_context_to_its_consumer():
 
 
 def test_a_message_without_one_is_traced_by_the_stored_notification(settings, traced_logs):
-    """The sweep republishes without headers: queue_deliver reads the notification's own."""
+    """The sweep republishes without headers: the deliverer uses the claimed record's own."""
     service = installed_service(settings)
     try:
         reply = AuthClient(send_router()).post(
