@@ -63,10 +63,10 @@ def serve(host: str, port: int | None, threads: int | None, env_file: str | None
         settings = _load_settings(env_file)
     _say_where_the_admin_key_is(settings)
     _import_repository_templates(settings)
-    from common.hosting import BackgroundWork, FunctionRouter
+    from common.hosting import BackgroundWork, FunctionRouter, asgi_routes
     from common.http import BODY_LIMIT_FACTORS
     from common.logs import configure_logging
-    from common.serving import serve_wsgi
+    from common.serving import serve_asgi
 
     configure_logging(settings.log_level)
     if not settings.rabbitmq_url:
@@ -78,17 +78,34 @@ def serve(host: str, port: int | None, threads: int | None, env_file: str | None
     # queue and the HTTP handlers share it.
     work = BackgroundWork(settings.sweep_interval)
     click.echo(f"notification service on http://{host}:{port or settings.port}/", err=True)
-    # waitress, not gunicorn's gthread: a slow client must hold no thread (common/serving.py).
-    serve_wsgi(
+    # One event loop (uvicorn): an open stream or a slow client holds no thread
+    # (common/serving.py); the Flask functions answer on `threads` worker threads.
+    serve_asgi(
         app,
         host,
         port or settings.port,
+        asgi_routes=asgi_routes(),
         threads=threads,
         read_timeout=settings.request_read_timeout,
         max_body=settings.max_request_bytes * max(BODY_LIMIT_FACTORS.values()),
         on_start=work.start,
+        on_drain=_end_open_streams,
         on_stop=work.stop,
     )
+
+
+def _end_open_streams() -> None:
+    """At a stop, before the requests in flight are waited for: the open inbox streams end
+    (their clients reconnect elsewhere), or they would hold the stop for GRACEFUL_TIMEOUT.
+    The feed stays closed, so a stream still opening gets its end at once too."""
+    import logging
+
+    from common.runtime import get_inbox_feed
+
+    try:
+        get_inbox_feed().close()
+    except Exception as error:  # noqa: BLE001 - no feed (e.g. bad settings) is no stream to end
+        logging.getLogger("notifications.runner").warning("event=feed_not_closed error=%r", error)
 
 
 @cli.command()

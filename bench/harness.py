@@ -163,7 +163,7 @@ class Server:
         return peaks
 
     def serving_pid(self) -> int:
-        """The process that answers requests: the runner itself (waitress), or the worker a
+        """The process that answers requests: the runner itself (uvicorn), or the worker a
         gunicorn master forked."""
         workers = self.worker_pids()
         return workers[0] if workers else self.process.pid

@@ -1,8 +1,8 @@
 """Run the benchmarks and print a Markdown table; save JSON under bench/results/ and the
 table into docs/benchmarks.md.
 
-python bench/run.py                  # everything, medians of 3 runs (~8 minutes)
-python bench/run.py --quick          # a short smoke version (~1.5 minutes)
+python bench/run.py                  # everything, medians of 3 runs (~9 minutes)
+python bench/run.py --quick          # a short smoke version (~2 minutes)
 python bench/run.py --only ingest,delivery
 """
 
@@ -18,17 +18,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batch, delivery, ingest, latency, machine, sweep  # noqa: E402
+from bench import batch, delivery, ingest, latency, machine, streams, sweep  # noqa: E402
 from bench.report import Row, markdown  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-ALL = ("ingest", "batch", "delivery", "latency", "sweep")
+ALL = ("ingest", "batch", "delivery", "latency", "streams", "sweep")
 
-FULL = dict(runs=3, seconds=10.0, backlog=50_000, sizes=[20_000, 100_000, 1_000_000], reps=5)
-QUICK = dict(runs=1, seconds=3.0, backlog=5_000, sizes=[20_000, 100_000], reps=2)
+FULL = dict(
+    runs=3, seconds=10.0, backlog=50_000, sizes=[20_000, 100_000, 1_000_000], reps=5, streams=1000
+)
+QUICK = dict(runs=1, seconds=3.0, backlog=5_000, sizes=[20_000, 100_000], reps=2, streams=200)
 
 
 def measure(name: str, p: dict) -> dict:
@@ -40,6 +42,8 @@ def measure(name: str, p: dict) -> dict:
         return delivery.run(p["runs"], p["backlog"])
     if name == "latency":
         return latency.run(p["runs"], p["seconds"])
+    if name == "streams":
+        return streams.run(p["runs"], p["seconds"], p["streams"])
     return sweep.run(p["sizes"], p["reps"])
 
 
@@ -49,8 +53,11 @@ def settings_text(p: dict, quick: bool) -> str:
         f"({p['reps']} repetitions for the sweep). wrk: 2 threads, {ingest.CONNECTIONS} "
         f"connections (batch: {batch.CONNECTIONS}), {p['seconds']:g} s per run, keep-alive, "
         f"10 s timeout. Steady rate: aiohttp, open loop, 300/s for {p['seconds']:g} s. "
-        f"Delivery backlog: {p['backlog']:,}. Runner: `local_runner.py serve` defaults "
-        "(one process: waitress, threads = 4 per core), RabbitMQ and SQLite; the abuse limits "
+        f"Delivery backlog: {p['backlog']:,}. Live stream: {p['streams']:,} streams held by one "
+        f"aiohttp client, then in-app sends at 300/s for {p['seconds']:g} s round robin to their "
+        "users. Runner: `local_runner.py serve` defaults "
+        "(one process: uvicorn, the Flask functions on 4 threads per core), RabbitMQ and SQLite; "
+        "the abuse limits "
         "off except where a row says so."
     )
 

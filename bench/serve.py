@@ -1,5 +1,6 @@
 """Serve one bench function with the runner's server and settings: common/serving.py
-(waitress), default thread count, as `local_runner.py serve` does.
+(uvicorn, the Flask function on the worker threads), default thread count, as
+`local_runner.py serve` does.
 
 python bench/serve.py ceiling|seed --port P
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import functions_framework
 
-from common.serving import serve_wsgi
+from common.serving import serve_asgi
 
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = {
@@ -27,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     source, target = FUNCTIONS[args.function]
     app = functions_framework.create_app(target, str(source), "http")
-    serve_wsgi(app, "127.0.0.1", args.port)
+    serve_asgi(app, "127.0.0.1", args.port)
 
 
 if __name__ == "__main__":

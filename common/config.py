@@ -97,6 +97,11 @@ class Settings:
     webhook_timeout: float = 10.0
     webhook_failure_limit: int = 100
     webhook_secret_grace_seconds: float = 86400.0
+    # The inbox's live stream (GET /users/<id>/notifications/stream) and its embeddable bell.
+    stream_heartbeat_seconds: float = 15.0
+    stream_max_seconds: float = 900.0
+    inbox_exchange: str = "notifications.inbox"
+    inbox_allowed_origins: tuple[str, ...] = ()
 
     @property
     def public_url(self) -> str:
@@ -319,6 +324,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_secret_grace_seconds=read.number(
             "WEBHOOK_SECRET_GRACE_SECONDS", 86400.0, float, minimum=0, maximum=30 * 86400
         ),
+        # At most 25 s: proxies commonly close a connection silent for 30 s or more.
+        stream_heartbeat_seconds=read.number(
+            "STREAM_HEARTBEAT_SECONDS", 15.0, float, minimum=0.05, maximum=25
+        ),
+        stream_max_seconds=read.number(
+            "STREAM_MAX_SECONDS", 900.0, float, minimum=1, maximum=86400
+        ),
+        inbox_exchange=read.text("INBOX_EXCHANGE", "notifications.inbox"),
+        inbox_allowed_origins=read.words(
+            "INBOX_ALLOWED_ORIGINS",
+            r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?",
+            "https://app.example.com,http://localhost:3000",
+        )
+        or (),
     )
     _check_combinations(values, read)
     if read.problems:

@@ -1,9 +1,9 @@
 """What the local runner adds around the functions: one port for all of them, the queue
 consumer bound to `queue_deliver`, and the timer that fires `cron_retry_sweep`.
 
-It adds no behaviour a deployed function lacks: requests reach each function's own Flask app
-(made by functions-framework's `create_app`) unchanged, and events reach the functions as
-CloudEvents.
+It adds no behaviour a deployed function lacks: requests reach each function's own app
+(functions-framework's Flask `create_app`, or `aio.create_asgi_app` for an async function)
+unchanged, and events reach the functions as CloudEvents.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import functions_framework
+import functions_framework.aio
 from cloudevents.http import CloudEvent
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 
+from common.cors import is_inbox_path
 from common.events import delivery_event
 from common.http import error_response, method_not_allowed
 from common.model import utcnow
@@ -64,6 +66,9 @@ HTTP_FUNCTIONS = (
     FunctionSpec("http_health.py", "http_health"),
     FunctionSpec("cron_retry_sweep.py", "http_retry_sweep"),
 )
+# The async functions (functions_framework.aio), served on the event loop: each declares its
+# paths in a module-level ROUTES (werkzeug rules, any method), matched before HTTP_FUNCTIONS.
+ASGI_FUNCTIONS = (FunctionSpec("http_stream.py", "http_stream"),)
 DELIVER = FunctionSpec("queue_deliver.py", "queue_deliver", "cloudevent")
 SWEEP = FunctionSpec("cron_retry_sweep.py", "cron_retry_sweep", "cloudevent")
 
@@ -73,6 +78,23 @@ def load_function(spec: FunctionSpec) -> tuple[Any, Any]:
     app = functions_framework.create_app(spec.target, str(spec.path), spec.signature)
     module = sys.modules[spec.path.stem]  # functions-framework registers it by file name
     return app, module
+
+
+def load_asgi_function(spec: FunctionSpec) -> tuple[Any, Any]:
+    """(Starlette app, module) for one async function, as functions-framework's --asgi loads it."""
+    app = functions_framework.aio.create_asgi_app(spec.target, str(spec.path), spec.signature)
+    module = sys.modules[spec.path.stem]
+    return app, module
+
+
+def asgi_routes(specs=ASGI_FUNCTIONS) -> list[tuple[str, Any]]:
+    """(werkzeug rule, ASGI app) for every route of every async function, for the server's
+    front app (common/serving_front.py)."""
+    routes: list[tuple[str, Any]] = []
+    for spec in specs:
+        app, module = load_asgi_function(spec)
+        routes.extend((rule, app) for rule in module.ROUTES)
+    return routes
 
 
 class FunctionRouter:
@@ -97,6 +119,10 @@ class FunctionRouter:
             target, _ = adapter.match()
         except MethodNotAllowed as error:
             method = environ.get("REQUEST_METHOD", "")
+            if method == "OPTIONS" and is_inbox_path(environ.get("PATH_INFO", "")):
+                # A CORS preflight: the function's own Router answers it (common/cors.py).
+                target, _ = adapter.match(method=next(iter(error.valid_methods)))
+                return self.apps[target](environ, start_response)
             return method_not_allowed(method, error.valid_methods)(environ, start_response)
         except NotFound:
             path = environ.get("PATH_INFO", "")

@@ -19,7 +19,7 @@ import flask
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 from werkzeug.routing import Map, Rule
 
-from common import web_csrf
+from common import cors, web_csrf
 from common.auth.principal import SESSION, Principal
 from common.auth.rules import AccessRule, needs
 from common.errors import (
@@ -229,11 +229,14 @@ def client_address(request: flask.Request) -> str:
     return request.remote_addr or "unknown"
 
 
-def authenticate(request: flask.Request, rule: AccessRule, sessions: bool) -> Principal:
+def authenticate(
+    request: flask.Request, rule: AccessRule, sessions: bool, cookies: bool = True
+) -> Principal:
     """Check the request's credential against `rule`: the principal, or Unauthorized,
     Forbidden or TooManyRequests. With the session cookie, a write outside the web pages
-    (`sessions`, whose forms carry their CSRF token) needs the token in X-CSRF-Token."""
-    cookie = request.cookies.get(SESSION_COOKIE)
+    (`sessions`, whose forms carry their CSRF token) needs the token in X-CSRF-Token;
+    `cookies=False` ignores the cookie (another site's page calling the inbox)."""
+    cookie = request.cookies.get(SESSION_COOKIE) if cookies else None
     authorization = request.headers.get("Authorization")
     access = get_access()
     principal = access.authenticate(authorization, cookie, client_address(request))
@@ -309,8 +312,19 @@ class Router:
         if not host_allowed(request.host, allowed_hosts):
             log.warning("event=host_refused host=%r", request.host[:100])
             return error_response(400, "this service does not answer to that Host name")
-        if request.method not in SAFE_METHODS and is_cross_site(request):
-            return error_response(403, "cross-site requests may not change notifications")
+        if cors.is_inbox_path(request.path):
+            return with_cors_headers(request, self._dispatch(request, inbox=True))
+        return self._dispatch(request, inbox=False)
+
+    def _dispatch(self, request: flask.Request, inbox: bool) -> flask.Response:
+        """`inbox`: an inbox route, which an allowed origin's page may call with a user token
+        (common/cors.py); the session cookie never counts for such a cross-site request."""
+        cross_site = is_cross_site(request)
+        if inbox and request.method == "OPTIONS":
+            return preflight_response(request)
+        if request.method not in SAFE_METHODS and cross_site:
+            if not (inbox and _allowed_cross_site(request)):
+                return error_response(403, "cross-site requests may not change notifications")
         adapter = self.url_map.bind_to_environ(request.environ)
         try:
             endpoint, arguments = adapter.match()
@@ -323,7 +337,9 @@ class Router:
         if not route.access.open:
             request.view_args = arguments
             try:
-                request.environ[PRINCIPAL_KEY] = authenticate(request, route.access, self.sessions)
+                request.environ[PRINCIPAL_KEY] = authenticate(
+                    request, route.access, self.sessions, cookies=not (inbox and cross_site)
+                )
             except (Unauthorized, Forbidden, TooManyRequests) as error:
                 return self.refused(request, error)
             except ServiceError as error:  # the key store could not be reached
@@ -340,6 +356,36 @@ class Router:
             return json_response(error.to_dict(), error.http_status)
         response = route.view(request, **arguments)
         return without_draining(response) if response.status_code == 413 else response
+
+
+def _allowed_cross_site(request: flask.Request) -> bool:
+    """A cross-site write to an inbox route from an origin INBOX_ALLOWED_ORIGINS lists (its
+    user token in Authorization: the cookie does not count for it)."""
+    origin = request.headers.get("Origin")
+    return cors.allowed_origin(origin, current_settings()) is not None
+
+
+def preflight_response(request: flask.Request) -> flask.Response:
+    """204 to a CORS preflight for an inbox route: the methods and headers it takes, for an
+    origin INBOX_ALLOWED_ORIGINS lists (for any other, no Access-Control-Allow-* at all, so
+    the browser stops there). It needs no credential: a preflight never carries one."""
+    response = flask.Response(status=204)
+    for name, value in cors.preflight_headers(request.headers.get("Origin"), current_settings()):
+        response.headers[name] = value
+    return response
+
+
+def with_cors_headers(request: flask.Request, response: flask.Response) -> flask.Response:
+    """An inbox answer, errors included (a page must be able to read its 401), made readable
+    to an allowed origin's page; preflight answers have theirs already."""
+    if request.method != "OPTIONS":
+        try:
+            settings = current_settings()
+        except ServiceError:
+            return response
+        for name, value in cors.cors_headers(request.headers.get("Origin"), settings):
+            response.headers[name] = value
+    return response
 
 
 def without_draining(response: flask.Response) -> flask.Response:

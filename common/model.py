@@ -126,6 +126,9 @@ class Notification:
     seen_at: datetime | None = None
     read_at: datetime | None = None
     archived_at: datetime | None = None
+    # When an inbox action (seen, read, archive, ... or a bulk one) last changed it: a status
+    # move sets updated_at instead, so these actions never disturb the sweep's timing.
+    inbox_updated_at: datetime | None = None
     # The sender's category (preferences and unsubscribe are per category); transactional
     # ones (configured, or declared by their template) ignore opt-outs and quiet hours.
     category: str | None = None
@@ -158,13 +161,21 @@ class Notification:
                 shown[key] = value.isoformat().replace("+00:00", "Z")
         return shown
 
+    @property
+    def inbox_changed_at(self) -> datetime:
+        """The last change its inbox would show: a status move or an inbox action. The live
+        stream's event ids and its Last-Event-ID replay count in this time."""
+        if self.inbox_updated_at is None:
+            return self.updated_at
+        return max(self.updated_at, self.inbox_updated_at)
+
     def with_changes(self, **changes: Any) -> Notification:
         return replace(self, **changes)
 
 
 # What the API shows: everything but the claim (lease, token), the request's fingerprint and
 # the per-reply `duplicate` flag.
-PRIVATE_FIELDS = ("lease_until", "claim_token", "request_hash", "duplicate")
+PRIVATE_FIELDS = ("lease_until", "claim_token", "request_hash", "duplicate", "inbox_updated_at")
 PUBLIC_FIELDS = tuple(f.name for f in fields(Notification) if f.name not in PRIVATE_FIELDS)
 
 

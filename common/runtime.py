@@ -19,6 +19,7 @@ from common.auth.key_store import MongoKeyStore, SqliteKeyStore
 from common.channels import make_channels
 from common.config import Settings, get_settings
 from common.errors import ConfigError, Unavailable
+from common.inbox_feed import InboxFeed, InboxFeedListener, NoInboxFeed, make_inbox_feed
 from common.limits import make_limit_store
 from common.limits.limiter import Limiter
 from common.logs import configure_logging
@@ -40,6 +41,9 @@ log = logging.getLogger("notifications")
 _lock = threading.Lock()
 _service: NotificationService | None = None
 _access: Access | None = None
+# Its own lock: get_service holds _lock while it makes the listeners, which take the feed.
+_feed_lock = threading.Lock()
+_inbox_feed: InboxFeed | None = None
 # True where something in this process delivers from the in-process queue (the local runner,
 # or a test that wired its own service): only then may a function accept notifications
 # without RABBITMQ_URL.
@@ -95,12 +99,40 @@ def get_service() -> NotificationService:
 
 
 def make_listeners(settings: Settings) -> dict:
-    """What is told of each notification's events: the outbound webhooks, the metrics and
-    the dashboard's activity (keyword arguments for NotificationService)."""
+    """What is told of each notification's events: the outbound webhooks, the metrics, the
+    dashboard's activity and the inbox's live streams (keyword arguments for
+    NotificationService)."""
     webhooks = Webhooks(settings, make_webhook_store(settings), utcnow)
     activity = ActivityRecorder(make_activity_store(settings))
-    events = EventBus([MetricsListener(), webhooks, activity])
-    return {"events": events, "webhooks": webhooks, "activity": activity}
+    inbox_feed = get_inbox_feed(settings)
+    events = EventBus([MetricsListener(), webhooks, activity, InboxFeedListener(inbox_feed)])
+    return {
+        "events": events,
+        "webhooks": webhooks,
+        "activity": activity,
+        "inbox_feed": inbox_feed,
+    }
+
+
+def get_inbox_feed(settings: Settings | None = None) -> InboxFeed:
+    """The process's inbox feed, made on first use (from `settings`, else the current ones):
+    the service publishes to it and the inbox streams subscribe to it."""
+    global _inbox_feed
+    if _inbox_feed is None:
+        with _feed_lock:
+            if _inbox_feed is None:
+                _inbox_feed = make_inbox_feed(settings or current_settings())
+    return _inbox_feed
+
+
+def close_inbox_feed() -> None:
+    """End the process's open streams and release the feed's connections (the runner, when
+    it stops; `set_service(None)`); the next get_inbox_feed makes a new one."""
+    global _inbox_feed
+    with _feed_lock:
+        feed, _inbox_feed = _inbox_feed, None
+    if feed is not None:
+        feed.close()
 
 
 def get_access() -> Access:
@@ -151,13 +183,21 @@ def current_settings() -> Settings:
 
 def set_service(service: NotificationService | None) -> None:
     """Install a service built elsewhere (tests), or forget the current one; the credential
-    checks are made again from its settings."""
-    global _service, _in_process_delivery, _access
+    checks are made again from its settings. The streams subscribe to the feed the installed
+    service publishes to; forgetting the service closes the feed."""
+    global _service, _in_process_delivery, _access, _inbox_feed
     with _lock:
         _service = service
         _access = None
         if service is not None:
             _in_process_delivery = True
+    if service is None:
+        close_inbox_feed()
+        return
+    feed = getattr(service, "inbox_feed", None)
+    if feed is not None and not isinstance(feed, NoInboxFeed):
+        with _feed_lock:
+            _inbox_feed = feed
 
 
 def host_in_process_delivery() -> None:

@@ -18,6 +18,9 @@ from common.config import Settings
 from common.delivery import Deliverer
 from common.errors import Conflict, NotFound, ValidationError
 from common.inbox import ACTIONS, BULK_ACTIONS, parse_bulk, parse_list_filters
+from common.inbox_feed.base import UPDATED, InboxFeed
+from common.inbox_feed.changes import publish_quietly, publish_snapshot, resync_of
+from common.inbox_feed.local import NO_INBOX_FEED
 from common.intake import MAX_BATCH, Intake, idempotent_id
 from common.model import (
     CANCELLED,
@@ -56,13 +59,15 @@ class NotificationService:
         events: EventBus = NO_EVENTS,
         webhooks=None,
         activity=None,
+        inbox_feed: InboxFeed = NO_INBOX_FEED,
     ):
         """`preferences` (common/preferences PreferenceStore) and `suppressions`
         (common/suppressions SuppressionStore): None means no preferences are applied and no
         address is suppressed; `events` is told what happens to each notification (webhooks,
         metrics, the dashboard's activity); `webhooks` (common/webhooks Webhooks): the
         endpoints and their deliveries, whose due attempts each sweep makes; `activity`
-        (common/activity ActivityRecorder): the dashboard's per-minute chart."""
+        (common/activity ActivityRecorder): the dashboard's per-minute chart; `inbox_feed`
+        (common/inbox_feed) is told of each inbox action, for the inbox's live streams."""
         self.settings = settings
         self.store = store
         self.queue = queue
@@ -74,6 +79,7 @@ class NotificationService:
         self.events = events
         self.webhooks = webhooks
         self.activity = activity
+        self.inbox_feed = inbox_feed
         policy = RecipientPolicy(settings, preferences, suppressions, clock)
         self.intake = Intake(settings, store, queue, clock, admission, templates, policy, events)
         self.deliverer = Deliverer(settings, store, queue, channels, clock, suppressions, events)
@@ -117,6 +123,8 @@ class NotificationService:
                 return now
             raise Conflict(f"notification {notification_id} is {now.status}: too late to cancel")
         log.info("notification=%s event=cancelled previous=%s", notification_id, current.status)
+        if cancelled.notification_type == IN_APP:
+            publish_snapshot(self.inbox_feed, cancelled, UPDATED)
         return cancelled
 
     def cancel_by_key(self, payload: Any) -> dict:
@@ -145,6 +153,8 @@ class NotificationService:
             )
         for notification in cancelled:
             log.info("notification=%s event=cancelled by=cancel_key", notification.id)
+            if notification.notification_type == IN_APP:
+                publish_snapshot(self.inbox_feed, notification, UPDATED)
         return {
             "cancel_key": key,
             "cancelled": len(cancelled),
@@ -220,14 +230,18 @@ class NotificationService:
         if marked is None:
             raise NotFound(f"notification {notification_id} not found")
         log.info("notification=%s event=%s", notification_id, action)
+        publish_snapshot(self.inbox_feed, marked, UPDATED)
         return marked
 
     def mark_all(self, user_id: str, action: str, payload: Any = None) -> int:
         """read-all or seen-all for a user; `payload` may narrow it (category, before, type)."""
         if action not in BULK_ACTIONS:
             raise ValidationError("unknown action", {"action": "must be read or seen"})
-        updated = self.store.mark_all(user_id, action, self.clock(), **parse_bulk(payload))
+        now = self.clock()
+        updated = self.store.mark_all(user_id, action, now, **parse_bulk(payload))
         log.info("user=%s event=%s_all updated=%d", user_id, action, updated)
+        if updated:  # several changed: the user's streams read the store again
+            publish_quietly(self.inbox_feed, resync_of(user_id, now))
         return updated
 
     def inbox_counts(self, user_id: str, notification_type: str | None = None) -> dict[str, int]:

@@ -1,169 +1,150 @@
-"""The runner's HTTP server: waitress, whose event loop reads each request whole (headers and
-body) before a worker thread takes it, so clients that send slowly hold no thread.
+"""The runner's HTTP server: uvicorn on one event loop, so that an open stream (an async
+function's Server-Sent Events) or a client sending slowly holds no thread.
 
-REQUEST_READ_TIMEOUT (seconds, default 10; see common/config.py) bounds how long a client may take to send one
-request, and how long a connection may stay silent, before the server closes it.
+Requests reach the async functions as they are, and the Flask functions through the front
+app (common/serving_front.py), which reads each body whole before a worker thread takes it.
+REQUEST_READ_TIMEOUT (seconds, default 10; see common/config.py) bounds how long a client may
+take to send its request headers, or its body, and how long a connection may stay silent,
+before the server closes it (common/serving_protocol.py).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
+import resource
 import signal
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask
+import uvicorn
+
+from common.serving_front import FrontApp
+from common.serving_protocol import GuardedHttpToolsProtocol
+
+log = logging.getLogger("notifications.server")
 
 DEFAULT_READ_TIMEOUT = 10.0
 # How long a stop waits for the requests in flight (gunicorn's graceful_timeout before).
 GRACEFUL_TIMEOUT = 60.0
-# The loop wakes at least this often, so a stop or an overdue request is seen within it.
-TICK = 0.25
-# As gunicorn's worker_connections: waitress's own default (100) would let 100 slow clients
-# stop it accepting until the read timeout closes them.
-CONNECTION_LIMIT = 1000
+# How long the stop waits for `on_drain` to return once the requests in flight are done.
+DRAIN_TIMEOUT = 10.0
+# Connections waiting to be accepted: a burst of stream reconnects after a restart.
+BACKLOG = 2048
 
 
-class _JsonErrorTask(ErrorTask):
-    """What the server itself refuses (a declared body over the limit, malformed HTTP) is
-    answered as the functions answer: a JSON error, never waitress's plain text."""
+class _Server(uvicorn.Server):
+    """uvicorn's server, with the runner's start, drain and stop around it."""
 
-    def execute(self):
-        error = self.request.error
-        message = {
-            413: "the request body is larger than this service accepts; send less at once",
-            431: "the request headers are too large",
-        }.get(error.code, f"the request was refused: {error.reason.lower()}")
-        body = json.dumps({"error": message}).encode()
-        self.status = f"{error.code} {error.reason}"
-        self.response_headers.append(("Content-Type", "application/json"))
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
+    def __init__(self, config: uvicorn.Config, on_start: Callable, on_drain: Callable):
+        super().__init__(config)
+        self.on_start = on_start
+        self.on_drain = on_drain
+        self.ran_on_start = False
+        self.drain = threading.Thread(target=self._run_on_drain, name="drain", daemon=True)
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # Not uvicorn's own, which raises the signal again once stopped: a stop that was
+        # asked for ends the runner with 0. A second SIGINT stops without waiting.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.should_exit = True
 
-class _TimedChannel(HTTPChannel):
-    """A connection that knows when the request it is still receiving began."""
+    async def startup(self, sockets: list | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            # In the loop, after the socket is bound: no request is taken until it returns.
+            self.ran_on_start = True
+            self.on_start()
 
-    error_task_class = _JsonErrorTask
-    request_began = 0.0
+    async def shutdown(self, sockets: list | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting first, so that no stream opens after the drain
+        # It ends the open streams, which would otherwise hold the stop; in a thread of its
+        # own, as closing a feed's broker connections may take seconds the loop cannot spare.
+        self.drain.start()
+        await super().shutdown(sockets)
 
-    def received(self, data):
-        if self.request is None:  # these bytes begin a request
-            self.request_began = time.monotonic()
-        return super().received(data)
-
-
-class _Server(TcpWSGIServer):
-    channel_class = _TimedChannel
-
-    def close_overdue(self, limit: float) -> None:
-        # waitress's channel_timeout counts only silence: a byte a second is never silent.
-        cutoff = time.monotonic() - limit
-        for channel in list(self.active_channels.values()):
-            receiving = channel.request is not None and not channel.requests
-            if receiving and channel.request_began < cutoff:
-                channel.will_close = True
-
-    def close_idle(self) -> None:
-        """Close the connections with no request in flight (kept alive between requests)."""
-        for channel in list(self.active_channels.values()):
-            busy = channel.requests or channel.request is not None or channel.total_outbufs_len
-            if not busy:
-                channel.will_close = True
-
-    def stop_accepting(self) -> None:
-        # The listening socket only: BaseWSGIServer.close would also close the trigger that
-        # wakes the loop for the answers of requests in flight.
-        wasyncore.dispatcher.close(self)
+    def _run_on_drain(self) -> None:
+        try:
+            self.on_drain()
+        except Exception:
+            log.exception("event=drain_failed")
 
 
-@contextmanager
-def _stop_signals() -> Iterator[list[int]]:
-    """SIGTERM and SIGINT only note the stop; the loop sees it within TICK and drains."""
-    received: list[int] = []
-    previous = {
-        number: signal.signal(number, lambda signum, _frame: received.append(signum))
-        for number in (signal.SIGTERM, signal.SIGINT)
-    }
-    try:
-        yield received
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+def raise_open_file_limit() -> int:
+    """The soft RLIMIT_NOFILE raised to the hard one: 1,000 streams need more than 1,024
+    descriptors. Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as error:
+            log.warning("event=open_file_limit_kept limit=%d error=%s", soft, error)
+    return soft
 
 
-def _run(server: _Server, connections: dict, limit: float, until: Callable[[], bool]) -> None:
-    next_check = 0.0
-    while not until():
-        wasyncore.loop(timeout=TICK, use_poll=True, map=connections, count=1)
-        if time.monotonic() >= next_check:
-            server.close_overdue(limit)
-            next_check = time.monotonic() + TICK
-
-
-def serve_wsgi(
+def serve_asgi(
     app: Callable,
     host: str,
     port: int,
     *,
+    asgi_routes: Sequence[tuple[str, Any]] = (),
     threads: int | None = None,
     read_timeout: float = DEFAULT_READ_TIMEOUT,
     max_body: int = 8 * 1_048_576,
     on_start: Callable[[], None] = lambda: None,
     on_stop: Callable[[], None] = lambda: None,
+    on_drain: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve `app` until SIGTERM or SIGINT, then let the requests in flight finish.
+    """Serve the WSGI `app` and the async functions' `asgi_routes` ((werkzeug rule, ASGI app)
+    pairs, see FrontApp) until SIGTERM or SIGINT.
 
-    `read_timeout`: the seconds a client may take to send one request (REQUEST_READ_TIMEOUT);
-    `max_body`: the largest body any route takes, refused (413) as soon as it is declared.
-    `on_start` runs before the first request is taken and `on_stop` after the last answer,
-    both in this process. Call from the main thread (it sets the signal handlers).
+    `threads`: the worker threads for WSGI requests (default THREADS, or 4 per core);
+    `read_timeout`: the seconds a client may take to send its headers, or a WSGI body
+    (REQUEST_READ_TIMEOUT); `max_body`: the largest WSGI body, refused (413) as soon as it is
+    declared. `on_start` runs before the first request is taken. On a stop signal the server
+    stops accepting, calls `on_drain` at once (in a thread of its own: what it ends in the
+    loop it must hand over thread-safely), lets the requests in flight finish (at most
+    GRACEFUL_TIMEOUT), then calls `on_stop`. Call from the main thread (it sets the signal
+    handlers).
     """
-    limit = read_timeout
     # functions-framework's default, as its gunicorn setup had it.
     threads = threads or int(os.environ.get("THREADS", (os.cpu_count() or 1) * 4))
-    # The depth warning fires whenever every thread is busy: normal under load, and costly.
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-    connections: dict = {}
-    server = _Server(
-        app,
-        map=connections,
+    files = raise_open_file_limit()
+    front = FrontApp(
+        app, asgi_routes, threads=threads, max_body=max_body, read_timeout=read_timeout
+    )
+    config = uvicorn.Config(
+        front,
         host=host,
         port=port,
-        threads=threads,
-        connection_limit=CONNECTION_LIMIT,
-        channel_timeout=max(1, math.ceil(limit)),  # silent connections; whole seconds only
-        cleanup_interval=1,
-        asyncore_use_poll=True,  # select() fails past 1024 open descriptors
-        max_request_body_size=max_body,
+        http=GuardedHttpToolsProtocol,
+        ws="none",
+        lifespan="off",
+        loop="asyncio",
+        log_config=None,  # the runner's logging (common/logs.py) stays as it is
+        access_log=False,  # a stream's ticket is in its query string: never logged
+        server_header=False,
+        timeout_keep_alive=read_timeout,  # also the header timeout (GuardedHttpToolsProtocol)
+        timeout_graceful_shutdown=GRACEFUL_TIMEOUT,
+        backlog=BACKLOG,
         # A proxy on this machine (TLS in front) tells the client's address and scheme, as
-        # gunicorn's forwarded_allow_ips=127.0.0.1 did: failed credentials are counted per
-        # real client, and cookies get Secure when the client came over HTTPS.
-        trusted_proxy="127.0.0.1",
-        trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"},
-        clear_untrusted_proxy_headers=False,  # the functions get the request's headers unchanged
+        # waitress's trusted_proxy did: failed credentials are counted per real client, and
+        # cookies get Secure when the client came over HTTPS. The headers reach the functions
+        # unchanged.
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
     )
-    with _stop_signals() as stop:
-        try:
-            on_start()
-            _run(server, connections, limit, until=lambda: bool(stop))
-            server.stop_accepting()
-            deadline = time.monotonic() + GRACEFUL_TIMEOUT
-
-            def drained() -> bool:
-                server.close_idle()
-                return not server.active_channels or time.monotonic() > deadline
-
-            _run(server, connections, limit, until=drained)
-        finally:
-            server.task_dispatcher.shutdown()
-            wasyncore.close_all(connections)
+    server = _Server(config, on_start=on_start, on_drain=on_drain)
+    log.info("event=server_starting threads=%d open_file_limit=%d", threads, files)
+    try:
+        server.run()
+    finally:
+        front.close()
+        if server.drain.ident is not None:  # a stop was asked for: let the drain finish
+            server.drain.join(DRAIN_TIMEOUT)
+        if server.ran_on_start:
             on_stop()

@@ -63,6 +63,8 @@ STATUS_LABELS = {
 # The statuses whose status_reason says something (others may keep a stale one).
 REASONED = (SCHEDULED, CANCELLED, SUPPRESSED)
 TYPE_LABELS = {IN_APP: "In-app", EMAIL: "Email", SMS: "SMS"}
+# An in-app notification's place in the user's inbox (the user page, beside its status).
+INBOX_LABELS = {"unread": "Unread", "seen": "Seen, unread", "read": "Read", "archived": "Archived"}
 NAV = (
     ("/", "Home", "home"),
     ("/send-notification", "Send", "send"),
@@ -135,6 +137,7 @@ def environment() -> jinja2.Environment:
         user_url=user_url,
         status_labels=STATUS_LABELS,
         type_labels=TYPE_LABELS,
+        inbox_labels=INBOX_LABELS,
         statuses=STATUSES,
         types=TYPES,
         retryable=RETRYABLE_BY_HAND,

@@ -19,6 +19,8 @@ from common.web_preferences import PreferenceForm
 PAGE_SIZES = ("10", "20", "50", "100")
 DEFAULT_PAGE_SIZE = "20"
 SHOWN_ID_LENGTH = 64  # how much of a bad user id an error page repeats
+# The page lists archived notifications too (the inbox hides them), marked as archived.
+SHOWN_ARCHIVED = "all"
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class ListingQuery:
 
 def api_url(user_id: str, query: ListingQuery) -> str:
     """The JSON API address for the same listing, which the page polls for live updates."""
-    params = query.params(limit=query.page_size)
+    params = {**query.params(limit=query.page_size), "archived": SHOWN_ARCHIVED}
     return f"/users/{quote(user_id, safe='@:+')}/notifications?{urlencode(params)}"
 
 
@@ -78,6 +80,7 @@ def render_user_page(
             status=query.status,
             limit=query.page_size,
             cursor=query.cursor,
+            archived=SHOWN_ARCHIVED,
         )
         items, next_cursor = page.items, page.next_cursor
     except ValidationError as error:

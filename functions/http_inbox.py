@@ -9,7 +9,9 @@ from common.auth.rules import needs, owner_check
 from common.errors import UnsupportedMediaType
 from common.http import FORM_CONTENT_TYPES, Router, json_response, principal_of, read_json
 from common.inbox import ACTIONS, BULK_ACTIONS
-from common.runtime import get_service, require_valid_settings
+from common.inbox_stream_open import STREAM_ACCESS, mint_ticket
+from common.model import utcnow
+from common.runtime import get_access, get_service, require_valid_settings
 from common.user_ids import check_user_id
 
 require_valid_settings(accepts_notifications=True)
@@ -61,6 +63,18 @@ def counts(request, user_id):
     check_user_id(user_id)
     kind = request.args.get("type") or request.args.get("notification_type")
     return json_response(get_service().inbox_counts(user_id, kind))
+
+
+@router.route(
+    "/users/<user_id>/notifications/stream-ticket", methods=("POST",), access=STREAM_ACCESS
+)
+def stream_ticket(request, user_id):
+    """A one-minute ticket that opens this user's stream where no header can be sent (a
+    browser's EventSource): `GET <stream_url>`."""
+    check_user_id(user_id)
+    authorization = request.headers.get("Authorization")
+    ticket = mint_ticket(get_access(), principal_of(request), authorization, user_id, utcnow())
+    return json_response(ticket, 201)
 
 
 def _has_body(request) -> bool:

@@ -11,7 +11,7 @@ import re
 import _repo_root  # noqa: F401  (makes `common` importable under the stock CLI)
 import functions_framework
 
-from common import web_send_templates, web_templates
+from common import web_inbox_demo, web_send_templates, web_templates
 from common.auth.rules import OPEN
 from common.errors import (
     Forbidden,
@@ -236,6 +236,17 @@ def message_template(request, key):
     posted = read_form(request)
     _verify_csrf(request)
     return web_templates.update(request, key, posted)
+
+
+@router.route("/inbox/demo", methods=("GET", "POST"))
+@page
+def inbox_demo(request):
+    """The embeddable `<notify-inbox>` live for one user, and a form that sends it a test."""
+    if request.method == "GET":
+        return web_inbox_demo.render_demo(request, request.args.get("user_id", "").strip())
+    posted = read_form(request)
+    _verify_csrf(request)
+    return web_inbox_demo.send_test(request, posted)
 
 
 @router.route("/static/<path:name>", methods=("GET",), access=OPEN)

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -99,12 +99,14 @@ def stock_function(
     *,
     signature_type: str | None = "http",
     module_entry: bool = False,
+    asgi: bool = False,
 ) -> Iterator[StockFunction]:
     """Run functions/<source> with the stock CLI from the repository root; yield its base URL.
 
     The child gets only `env` on top of a clean environment (no service setting of the test
     process, no .env file), and the tests' ADMIN_API_KEY unless `env` has its own.
-    `module_entry` runs `python -m functions_framework` instead.
+    `module_entry` runs `python -m functions_framework` instead; `asgi` adds --asgi (an async
+    function, served by uvicorn).
     """
     port = free_port()
     command = [sys.executable, "-m", "functions_framework"] if module_entry else [STOCK_CLI]
@@ -114,6 +116,7 @@ def stock_function(
         "--target",
         target,
         *(["--signature-type", signature_type] if signature_type else []),
+        *(["--asgi"] if asgi else []),
         "--host",
         "127.0.0.1",
         "--port",
@@ -546,6 +549,68 @@ def test_http_web_alone_serves_pages_static_files_and_the_form(
         assert store.get(sent_id).user_id == "web"
         page = session.get(f"{url}/users/web", timeout=30)
         assert page.status_code == 200 and sent_id in page.text
+
+
+def _sse_events(lines: Iterator[str], until: Callable[[list[dict]], bool]) -> list[dict]:
+    """The next events of an open stream's lines (comments skipped), parsed, up to the first
+    for which `until(events so far)` holds."""
+    events: list[dict] = []
+    event: dict = {}
+    for line in lines:
+        if line == "":
+            if "event" in event:
+                events.append(event)
+                if until(events):
+                    return events
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            event[name] = json.loads(value) if name == "data" else value
+    return events
+
+
+def test_http_stream_alone_under_asgi_streams_changes_published_by_another_process(
+    data_dir, store, rabbit_url
+):
+    from common.auth import user_tokens
+    from common.inbox_feed import CREATED, change_of
+    from common.inbox_feed.rabbitmq import RabbitInboxFeed
+
+    secret = "stream-" + "s" * 40
+    exchange = f"test.inbox.{uuid.uuid4().hex[:8]}"
+    env = {
+        "DATA_DIR": data_dir,
+        "AUTH_SECRET": secret,
+        "RABBITMQ_URL": rabbit_url,
+        "INBOX_EXCHANGE": exchange,
+        "STREAM_HEARTBEAT_SECONDS": "1",
+    }
+    token, _ = user_tokens.mint("u1", secret, timedelta(minutes=5), utcnow())
+    feed = RabbitInboxFeed(rabbit_url, exchange)
+    try:
+        with stock_function("http_stream.py", "http_stream", env, asgi=True) as url:
+            path = f"{url}/users/u1/notifications/stream"
+            assert requests.get(path, timeout=30).status_code == 401
+            headers = {"Authorization": f"Bearer {token}"}
+            with requests.get(path, headers=headers, stream=True, timeout=30) as reply:
+                assert reply.status_code == 200
+                assert reply.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+                lines = reply.iter_lines(decode_unicode=True)
+                [counts] = _sse_events(lines, lambda events: True)
+                assert counts["event"] == "counts.updated" and counts["data"]["total"] == 0
+                # Another process (this test) delivers one and tells the feed.
+                time.sleep(0.5)  # the function's consumer is bound by now (1 s heartbeats)
+                notification = stored(store, status=SENT)
+                feed.publish(change_of(notification, CREATED))
+                # (a RESYNC when the feed's consumer connects may bring counts first)
+                events = _sse_events(lines, lambda events: events[-1]["data"].get("total") == 1)
+            created = [e for e in events if e["event"] == "notification.created"]
+            assert {e["data"]["notification"]["id"] for e in created} == {notification.id}
+            assert events[-1]["event"] == "counts.updated"
+            assert int(created[-1]["id"]) >= notification.updated_at.timestamp() * 1000 - 1
+            assert token not in url.log()
+    finally:
+        feed.close()
 
 
 # -- `python -m functions_framework` from the root ---------------------------------------------

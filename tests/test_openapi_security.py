@@ -21,7 +21,7 @@ from werkzeug.test import Client
 from common.auth.principal import ADMIN, SCOPES, SEND
 from common.auth.rules import OPEN, AccessRule, needs
 from common.channels import make_channels
-from common.hosting import HTTP_FUNCTIONS, FunctionRouter, load_function
+from common.hosting import ASGI_FUNCTIONS, HTTP_FUNCTIONS, FunctionRouter, load_function
 from common.model import utcnow
 from common.queue.memory import MemoryQueue
 from common.runtime import get_access, set_service
@@ -44,13 +44,18 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[a-z_]+:)?([A-Za-z_][A-Za-z0-9_]*)>", r"{\1}", rule)
 
 
+# The async functions (the inbox stream) check credentials themselves, before anything
+# streams, and take a stream ticket instead of the session cookie: tests/test_inbox_stream.py.
+ASGI_TARGETS = {spec.target for spec in ASGI_FUNCTIONS}
+
+
 def operations(document: dict) -> dict[tuple[str, str], dict]:
-    """(path, METHOD) -> operation, for every operation in `document`."""
+    """(path, METHOD) -> operation, for every operation of the WSGI functions in `document`."""
     return {
         (path, method.upper()): operation
         for path, item in document["paths"].items()
         for method, operation in item.items()
-        if method in HTTP_METHODS
+        if method in HTTP_METHODS and operation.get("x-function") not in ASGI_TARGETS
     }
 
 
@@ -217,7 +222,9 @@ def test_the_security_schemes_are_declared_and_bearer_is_the_default():
     assert (cookie["type"], cookie["in"], cookie["name"]) == ("apiKey", "cookie", "notify_session")
     assert DOCUMENT["security"] == [{BEARER: []}]
     used = {name for op in operations(DOCUMENT).values() for name in schemes(op)}
-    assert used == set(security_schemes)
+    assert used | {"streamTicket"} == set(security_schemes)
+    stream = DOCUMENT["paths"]["/users/{user_id}/notifications/stream"]["get"]
+    assert schemes(stream) == {BEARER, "streamTicket"}
 
 
 def test_the_documented_scopes_are_the_services():

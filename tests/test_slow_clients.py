@@ -17,7 +17,7 @@ from tests.support.runner import running_service
 
 # Long enough for the 200 slow clients to stay open while the first test measures.
 READ_TIMEOUT = 5.0
-# The server looks for overdue requests every 0.25 s; the rest is for a loaded machine.
+# The server closes an overdue request on a timer; the slack is for a loaded machine.
 CLOSE_SLACK = 1.0
 ANSWER_BOUND = 1.0  # the bound for an ordinary request
 

@@ -328,7 +328,7 @@ def test_a_users_page_lists_newest_first_with_status_and_retries(client, service
     ]
     assert "not alice" not in html
     assert body.count('data-field="retry_count">0 of 5<') == 3
-    assert 'data-source="/users/alice/notifications?limit=20"' in html
+    assert 'data-source="/users/alice/notifications?limit=20&amp;archived=all"' in html
 
 
 def test_a_users_page_filters_and_pages_like_the_api(client, service):

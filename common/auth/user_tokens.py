@@ -22,11 +22,18 @@ MAX_LIFETIME = timedelta(hours=24)
 
 def mint(user_id: str, secret: str, lifetime: timedelta, now: datetime) -> tuple[str, datetime]:
     """(token, expires_at) for `user_id`; `lifetime` at most MAX_LIFETIME."""
-    expires_at = now + min(lifetime, MAX_LIFETIME)
-    claims = {
+    return sign_for_user(user_id, secret, AUDIENCE, now, now + min(lifetime, MAX_LIFETIME))
+
+
+def sign_for_user(
+    user_id: str, secret: str, audience: str, now: datetime, expires_at: datetime, **claims
+) -> tuple[str, datetime]:
+    """(JWT, expires_at): our claims for `user_id` and `audience` (user tokens, stream
+    tickets), signed with AUTH_SECRET, plus any `claims` of the caller's own."""
+    claims |= {
         "sub": user_id,
         "iss": ISSUER,
-        "aud": AUDIENCE,
+        "aud": audience,
         "iat": int(now.timestamp()),
         "exp": int(expires_at.timestamp()),
     }

@@ -120,6 +120,21 @@ class NotificationStore(ABC):
         answered from indexes."""
 
     @abstractmethod
+    def inbox_changes(
+        self, user_id: str, since: datetime, limit: int = 500, after_id: str | None = None
+    ) -> list[Notification]:
+        """The user's in-app notifications whose inbox changed at or after `since` (a status
+        move, updated_at, or an inbox action, inbox_updated_at), oldest change first
+        (Notification.inbox_changed_at, ties by id), at most `limit`: what a live stream
+        reconnecting with Last-Event-ID missed. Answered from indexes, whatever the history.
+
+        `after_id` makes it a keyset cursor: only those strictly after (since, after_id) in
+        that order, i.e. changed after `since`, or exactly at `since` with a greater id. Paging
+        with the last row's (inbox_changed_at, id) visits each once, even a page full of
+        notifications one mark_all stamped with the same millisecond (an inclusive `since`
+        alone would return that page forever)."""
+
+    @abstractmethod
     def _apply(
         self,
         notification_id: str,

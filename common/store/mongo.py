@@ -106,6 +106,8 @@ class MongoStore(NotificationStore):
         self.collection.create_index([("cancel_key", ASCENDING)], sparse=True)
         self.collection.create_index([("provider_message_id", ASCENDING)], sparse=True)
         self.collection.create_index(mongo_inbox.INBOX_INDEX)
+        for keys in mongo_inbox.CHANGES_INDEXES:
+            self.collection.create_index(keys, partialFilterExpression=mongo_inbox.IN_APP)
 
     @_reporting_outages
     def add(self, notification: Notification) -> None:
@@ -380,6 +382,20 @@ class MongoStore(NotificationStore):
             name: self.collection.count_documents({**mine, **condition})
             for name, condition in mongo_inbox.COUNTS.items()
         }
+
+    @_reporting_outages
+    def inbox_changes(
+        self, user_id: str, since: datetime, limit: int = 500, after_id: str | None = None
+    ) -> list[Notification]:
+        if limit < 1:
+            return []  # (a find's limit of 0 is none at all)
+        found: dict[str, Notification] = {}
+        for query, order, index in mongo_inbox.changes_finds(user_id, since, after_id):
+            for document in self.collection.find(query, NO_ID).sort(order).hint(index).limit(limit):
+                # One changed between the finds may be in two: the later read wins.
+                found[document["id"]] = _to_notification(document)
+        ordered = sorted(found.values(), key=lambda n: (n.inbox_changed_at, n.id))
+        return ordered[:limit]
 
     def _count_by(self, field: str) -> dict[str, int]:
         pipeline = [{"$group": {"_id": f"${field}", "count": {"$sum": 1}}}]

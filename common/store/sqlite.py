@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ TIME_FIELDS = (
     "seen_at",
     "read_at",
     "archived_at",
+    "inbox_updated_at",
 )
 COLUMNS = (
     "id",
@@ -136,7 +137,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     data TEXT,
     seen_at INTEGER,
     read_at INTEGER,
-    archived_at INTEGER
+    archived_at INTEGER,
+    inbox_updated_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS ix_user_created ON notifications (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS ix_status_next_retry ON notifications (status, next_retry_time);
@@ -170,6 +172,7 @@ ADDED_COLUMNS = {
     "seen_at": "INTEGER",
     "read_at": "INTEGER",
     "archived_at": "INTEGER",
+    "inbox_updated_at": "INTEGER",
 }
 # Created once the added columns exist (SCHEMA runs first, on a file that may lack them).
 INDEXES_ON_ADDED = (
@@ -251,7 +254,12 @@ def _outage(error: sqlite3.Error) -> StoreUnavailable:
     return StoreUnavailable("the notification store is unavailable; try again shortly")
 
 
-class SqliteStore(NotificationStore):
+class SqliteStore(sqlite_inbox.SqliteInbox, NotificationStore):
+    """The inbox's operations (and their SQL) are SqliteInbox's, in common/store/sqlite_inbox.py."""
+
+    _record = staticmethod(_to_notification)
+    _millis = staticmethod(to_millis)
+
     def __init__(self, path: Path | str, timeout: float = 3.0):
         self.path = str(path)
         # How long a write may wait for the file's lock (another process, a long transaction)
@@ -315,7 +323,7 @@ class SqliteStore(NotificationStore):
         self._check_file()
         return self._connections.get()
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _read(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         try:
             return self._connection().execute(sql, params).fetchall()
         except sqlite3.OperationalError as error:
@@ -658,39 +666,6 @@ class SqliteStore(NotificationStore):
             )
             marked += count
         return marked
-
-    # -- the in-app inbox (its SQL: common/store/sqlite_inbox.py) -----------------------------
-
-    def mark(self, notification_id: str, action: str, now: datetime) -> Notification | None:
-        sql, params = sqlite_inbox.mark_statement(notification_id, action, to_millis(now))
-        rows = self._write(sql, params)[0]
-        return _to_notification(rows[0]) if rows else None
-
-    def mark_all(
-        self,
-        user_id: str,
-        action: str,
-        now: datetime,
-        *,
-        notification_type: str | None = None,
-        category: str | None = None,
-        before: datetime | None = None,
-    ) -> int:
-        sql, params = sqlite_inbox.mark_all_statement(
-            user_id,
-            action,
-            to_millis(now),
-            notification_type=notification_type,
-            category=category,
-            before_ms=to_millis(before),
-        )
-        return self._write(sql, params)[1]
-
-    def inbox_counts(self, user_id: str, notification_type: str = "in_app") -> dict[str, int]:
-        row = self._read(
-            sqlite_inbox.COUNTS_SQL, sqlite_inbox.counts_params(user_id, notification_type)
-        )[0]
-        return {name: row[name] for name in sqlite_inbox.COUNTS}
 
     def _count_by(self, column: str) -> dict[str, int]:
         rows = self._read(f"SELECT {column}, COUNT(*) FROM notifications GROUP BY {column}")

@@ -15,6 +15,7 @@
     cancelled: "Cancelled", suppressed: "Suppressed"
   };
   var TYPE_LABELS = { in_app: "In-app", email: "Email", sms: "SMS" };
+  var INBOX_LABELS = { unread: "Unread", seen: "Seen, unread", read: "Read", archived: "Archived" };
   var FINAL = { sent: true, failed_permanently: true, cancelled: true, suppressed: true };
   var RETRYABLE = { failed_permanently: true, retry_scheduled: true };
   var CANCELLABLE = { scheduled: true, pending: true, queued: true, retry_scheduled: true };
@@ -168,6 +169,20 @@
       time.textContent = n.send_at;  // ISO, UTC
       element.textContent = "Goes at ";
       element.appendChild(time);
+    },
+    inbox_state: function (element, n) {  // as the inbox_state macro in _macros.html
+      var state = n.archived_at ? "archived" : n.read_at ? "read" : n.seen_at ? "seen" : "unread";
+      var since = n.archived_at || n.read_at || n.seen_at;
+      element.hidden = n.notification_type !== "in_app";
+      var shown = $("time", element);
+      var shownSince = shown ? shown.getAttribute("datetime") : "";
+      if (element.getAttribute("data-inbox") === state && shownSince === (since || "")) { return; }
+      element.setAttribute("data-inbox", state);
+      element.textContent = INBOX_LABELS[state];
+      if (since) {
+        element.appendChild(document.createTextNode(" "));
+        element.appendChild(timeElement(since, false));
+      }
     },
     status_reason: function (element, n) {
       var text = REASONED[n.status] && n.status_reason ? n.status_reason : "";

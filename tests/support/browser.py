@@ -58,9 +58,11 @@ def launch_chromium(playwright):
         pytest.fail(f"Chromium at {CHROMIUM_PATH} did not start: {error}\n{INSTALL_HINT}")
 
 
-@pytest.fixture(scope="session", name="chromium")
+@pytest.fixture(scope="module", name="chromium")
 def chromium_fixture() -> Iterator:
-    """One headless Chromium (a playwright Browser) for the whole session."""
+    """One headless Chromium (a playwright Browser) per test module. Not per session: while
+    playwright's sync API is open its event loop runs in the main thread, and the later
+    modules' own asyncio.run() (the inbox stream's tests) would refuse to start."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
