@@ -71,6 +71,21 @@ NO_CODE = "none"
 UNKNOWN_PROVIDER = "unknown"
 
 
+# Labelled children, looked up once per process: `labels()` takes a lock and checks every
+# label value on each call, most of this listener's cost per event (measured: a SENT event
+# went from about 8.5 to 3 us). prometheus_client returns the same child every time anyway,
+# and its multiprocess values follow a fork by themselves. Keyed by id(): the metrics are
+# module globals that live as long as the process.
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    child = _children.get((id(metric), labels))
+    if child is None:
+        child = _children.setdefault((id(metric), labels), metric.labels(*labels))
+    return child
+
+
 class MetricsListener:
     """Counts what happens to notifications; never raises into a delivery (the EventBus
     drops a listener's error anyway, but a counter has nothing to fail on)."""
@@ -84,23 +99,23 @@ class MetricsListener:
         notification = event.notification
         kind = notification.notification_type
         if event.type == ACCEPTED:
-            ACCEPTED_TOTAL.labels(kind).inc()
+            _child(ACCEPTED_TOTAL, kind).inc()
         elif event.type == SENT:
-            SENT_TOTAL.labels(kind).inc()
+            _child(SENT_TOTAL, kind).inc()
             waited = (event.at - notification.created_at).total_seconds()
-            DELIVERY_SECONDS.labels(kind).observe(max(0.0, waited))
+            _child(DELIVERY_SECONDS, kind).observe(max(0.0, waited))
         elif event.type == SUPPRESSED:
-            SUPPRESSED_TOTAL.labels(kind).inc()
+            _child(SUPPRESSED_TOTAL, kind).inc()
         elif event.type == DELIVERED:
-            RECEIPTS_TOTAL.labels("delivered").inc()
+            _child(RECEIPTS_TOTAL, "delivered").inc()
         elif event.type == FAILED and notification.delivery_status:
             # A provider's report (undelivered, failed) about a message it had accepted.
-            RECEIPTS_TOTAL.labels(notification.delivery_status).inc()
+            _child(RECEIPTS_TOTAL, notification.delivery_status).inc()
         elif event.type in (FAILED, RETRY_SCHEDULED):
             counter = FAILED_TOTAL if event.type == FAILED else RETRIED_TOTAL
-            counter.labels(kind).inc()
+            _child(counter, kind).inc()
             provider = event.provider or UNKNOWN_PROVIDER
-            PROVIDER_ERRORS_TOTAL.labels(provider, event.error_code or NO_CODE).inc()
+            _child(PROVIDER_ERRORS_TOTAL, provider, event.error_code or NO_CODE).inc()
 
 
 def record_webhook_attempt(result: str) -> None:

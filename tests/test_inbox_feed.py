@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import threading
 import time
 import tracemalloc
@@ -24,7 +25,14 @@ from common.inbox_feed import (
     LocalInboxFeed,
     StreamEnded,
 )
-from common.inbox_feed.codec import MalformedChange, decode_change, encode_change
+from common.inbox_feed.codec import (
+    MAX_BATCH,
+    MalformedChange,
+    decode_change,
+    decode_changes,
+    encode_change,
+    encode_changes,
+)
 from common.inbox_feed.hub import MAX_PENDING
 from common.queue.memory import MemoryQueue
 from common.runtime import get_inbox_feed, set_service
@@ -165,6 +173,17 @@ def test_the_local_feed_delivers_within_the_process():
 def test_a_change_survives_the_wire():
     for sent in (change("ann", 1, CREATED), InboxChange(EVERY_USER, RESYNC, 9)):
         assert decode_change(encode_change(sent)) == sent
+        assert decode_changes(encode_change(sent)) == [sent]
+
+
+def test_a_batch_survives_the_wire_in_order_and_a_bad_item_spoils_it():
+    sent = [change(f"user{n}", n, CREATED if n % 2 else UPDATED) for n in range(MAX_BATCH)]
+    assert decode_changes(encode_changes(sent)) == sent
+    too_many = json.dumps([json.loads(encode_change(sent[0]))] * (MAX_BATCH + 1)).encode()
+    good, bad = json.loads(encode_change(sent[0])), {"user_id": "ann", "kind": "deleted"}
+    for body in (b"[]", too_many, json.dumps([good, bad]).encode()):
+        with pytest.raises(MalformedChange):
+            decode_changes(body)
 
 
 @pytest.mark.parametrize(

@@ -15,23 +15,55 @@ class MalformedChange(ValueError):
     """The body is not a change this feed publishes; the reason says why."""
 
 
-def encode_change(change: InboxChange) -> bytes:
-    body = {
+# Changes per message: one message per change cost a quarter of in-app delivery throughput
+# (the publisher thread's frames and JSON competing for the GIL with the deliveries).
+MAX_BATCH = 100
+
+
+def _as_object(change: InboxChange) -> dict:
+    return {
         "user_id": change.user_id,
         "kind": change.kind,
         "at_ms": change.at_ms,
         "notification": change.notification,
     }
+
+
+def encode_change(change: InboxChange) -> bytes:
+    return json.dumps(_as_object(change), separators=(",", ":"), default=str).encode()
+
+
+def encode_changes(changes: list[InboxChange]) -> bytes:
+    """Several changes as one message body: a JSON array, at most MAX_BATCH."""
+    body = [_as_object(change) for change in changes[:MAX_BATCH]]
     return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
+def decode_changes(body: bytes) -> list[InboxChange]:
+    """A message body: one change (an object) or several (an array of at most MAX_BATCH).
+    Any malformed item makes the whole message malformed."""
+    data = _load(body)
+    if isinstance(data, list):
+        if not 0 < len(data) <= MAX_BATCH:
+            raise MalformedChange(f"a batch holds 1 to {MAX_BATCH} changes")
+        return [_change_of(item) for item in data]
+    return [_change_of(data)]
+
+
 def decode_change(body: bytes) -> InboxChange:
+    return _change_of(_load(body))
+
+
+def _load(body: bytes):
     if len(body) > MAX_BODY_BYTES:
         raise MalformedChange(f"body of {len(body)} bytes is too large")
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as error:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise MalformedChange(f"not JSON: {error}") from None
+
+
+def _change_of(data) -> InboxChange:
     if not isinstance(data, dict):
         raise MalformedChange("not a JSON object")
     user_id, kind, at_ms = data.get("user_id"), data.get("kind"), data.get("at_ms")

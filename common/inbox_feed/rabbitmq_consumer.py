@@ -15,7 +15,7 @@ import time
 import pika
 
 from common.inbox_feed.base import EVERY_USER, RESYNC, InboxChange
-from common.inbox_feed.codec import MalformedChange, decode_change
+from common.inbox_feed.codec import MalformedChange, decode_changes
 from common.inbox_feed.hub import InboxHub
 from common.inbox_feed.supervised import SupervisedThread
 
@@ -83,7 +83,7 @@ class FeedConsumer:
 
     def _on_message(self, _channel, _method, _properties, body: bytes) -> None:
         try:
-            change = decode_change(body)
+            changes = decode_changes(body)
         except MalformedChange as error:
             self.malformed += 1
             # Neither the body nor a part of it: a notification's content stays out of logs.
@@ -94,8 +94,9 @@ class FeedConsumer:
                 error,
             )
             return
-        self.received += 1
-        try:
-            self.hub.deliver(change)
-        except Exception:  # noqa: BLE001 - one change must not cost the connection
-            log.exception("user=%s event=inbox_feed_deliver_failed", change.user_id)
+        for change in changes:
+            self.received += 1
+            try:
+                self.hub.deliver(change)
+            except Exception:  # noqa: BLE001 - one change must not cost the connection
+                log.exception("user=%s event=inbox_feed_deliver_failed", change.user_id)

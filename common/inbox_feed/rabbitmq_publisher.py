@@ -17,7 +17,7 @@ import time
 import pika
 
 from common.inbox_feed.base import EVERY_USER, RESYNC, InboxChange
-from common.inbox_feed.codec import encode_change
+from common.inbox_feed.codec import MAX_BATCH, encode_changes
 from common.inbox_feed.supervised import SupervisedThread
 
 log = logging.getLogger("notifications.inbox_feed")
@@ -102,26 +102,25 @@ class FeedPublisher:
         except Exception:
             self._drop_backlog("broker_unreachable")  # stale by the time the broker is back
             raise
-        change = None
+        batch: list[InboxChange] = []
         try:
             channel = connection.channel()
             channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
             log.info("event=inbox_feed_publisher_connected exchange=%s", self.exchange)
             while not stop.is_set():
-                try:
-                    change = self.backlog.get(timeout=0.2)
-                except queue.Empty:
-                    change = None
+                batch = self._next_batch()
+                if not batch:
                     connection.process_data_events(time_limit=0)  # heartbeats
                 if self.drops.owe_resync:  # before what follows the loss
                     self.drops.owe_resync = False
-                    self._send(channel, InboxChange(EVERY_USER, RESYNC, int(time.time() * 1000)))
-                if change is not None:
-                    self._send(channel, change)
-                    change = None
+                    resync = InboxChange(EVERY_USER, RESYNC, int(time.time() * 1000))
+                    self._send(channel, [resync])
+                if batch:
+                    self._send(channel, batch)
+                    batch = []
             self._flush(channel)
         except Exception:
-            if change is not None:
+            for change in batch:
                 self.drops.drop(change, "publish_failed")
             if time.monotonic() - self._last_sent < RECENT_SECONDS:
                 # Unconfirmed publishes just before the failure may be lost too.
@@ -130,19 +129,36 @@ class FeedPublisher:
         finally:
             _close_quietly(connection)
 
-    def _send(self, channel, change: InboxChange) -> None:
-        channel.basic_publish(self.exchange, "", encode_change(change), JSON)
+    def _next_batch(self) -> list[InboxChange]:
+        """What waits now, up to MAX_BATCH, in order (waiting up to 0.2 s for the first)."""
+        try:
+            batch = [self.backlog.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < MAX_BATCH:
+            try:
+                batch.append(self.backlog.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _send(self, channel, changes: list[InboxChange]) -> None:
+        channel.basic_publish(self.exchange, "", encode_changes(changes), JSON)
         self._last_sent = time.monotonic()
         self.drops.published()
 
     def _flush(self, channel) -> None:
         deadline = time.monotonic() + FLUSH_SECONDS
         while time.monotonic() < deadline:
-            try:
-                change = self.backlog.get_nowait()
-            except queue.Empty:
+            batch = []
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.backlog.get_nowait())
+                except queue.Empty:
+                    break
+            if not batch:
                 return
-            self._send(channel, change)
+            self._send(channel, batch)
 
     def _drop_backlog(self, reason: str) -> None:
         while True:

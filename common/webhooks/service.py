@@ -155,17 +155,22 @@ class Webhooks:
         if not wanted:
             return
         endpoints = self._enabled_endpoints()
+        if not endpoints:  # nobody subscribes: nothing to build, store or kick per event
+            return
         now = self.clock()
         deliveries = [
             Delivery(
                 id="msg_" + uuid.uuid4().hex,
                 endpoint_id=endpoint.id,
                 event_type=event.type,
-                payload=payload(event),
+                payload=body,
                 created_at=now,
                 next_attempt_at=now,
             )
             for event in wanted
+            if any(event.type in endpoint.events for endpoint in endpoints)
+            # The body is the same for every endpoint: built once per event, not per endpoint.
+            for body in (payload(event),)
             for endpoint in endpoints
             if event.type in endpoint.events
         ]
