@@ -5,27 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.hosting import FunctionRouter
-from common.runtime import set_service
 from tests.support.auth import AuthClient
-
-
-@pytest.fixture(scope="module")
-def router():
-    return FunctionRouter()
-
-
-@pytest.fixture
-def service(settings):
-    from tests.support.services import installed_service
-
-    yield installed_service(settings)
-    set_service(None)
-
-
-@pytest.fixture
-def client(router, service):
-    return AuthClient(router)
+from tests.support.services import client_fixture, router_fixture, service_fixture  # noqa: F401
 
 
 def send(client, user="ann", **extra) -> dict:

@@ -10,28 +10,10 @@ import pytest
 
 from common.auth import stream_tickets, user_tokens
 from common.auth.errors import InvalidCredential
-from common.hosting import FunctionRouter
 from common.model import utcnow
-from common.runtime import get_access, set_service
+from common.runtime import get_access
 from tests.support.auth import AuthClient, anonymous
-
-
-@pytest.fixture(scope="module")
-def router():
-    return FunctionRouter()
-
-
-@pytest.fixture
-def service(settings):
-    from tests.support.services import installed_service
-
-    yield installed_service(settings)
-    set_service(None)
-
-
-@pytest.fixture
-def client(router, service):
-    return AuthClient(router)
+from tests.support.services import client_fixture, router_fixture, service_fixture  # noqa: F401
 
 
 def as_user(router, client, user: str) -> AuthClient:

@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from common.hosting import FunctionRouter
-from common.runtime import set_service
 from tests.support.auth import ADMIN_KEY, AuthClient
-from tests.support.services import installed_service
+from tests.support.services import (  # noqa: F401
+    client_fixture,
+    installed_service,
+    router_fixture,
+    service_fixture,
+)
 from tests.support.template_samples import WELCOME
-
-
-@pytest.fixture(scope="module")
-def router():
-    return FunctionRouter()
-
-
-@pytest.fixture
-def service(settings):
-    yield installed_service(settings)
-    set_service(None)
-
-
-@pytest.fixture
-def client(router, service):
-    return AuthClient(router)
 
 
 def saved(client, document=WELCOME) -> dict:

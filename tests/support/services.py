@@ -4,6 +4,8 @@ installed for the functions with `set_service`."""
 
 from __future__ import annotations
 
+import pytest
+
 from common.channels import make_channels
 from common.config import Settings
 from common.model import utcnow
@@ -35,3 +37,27 @@ def installed_service(settings: Settings, **extra) -> NotificationService:
     )
     set_service(service)
     return service
+
+
+# The API through the functions as the runner routes them, on an installed service: the
+# fixtures every API test module shares (import them by name into the module).
+
+
+@pytest.fixture(scope="module", name="router")
+def router_fixture():
+    from common.hosting import FunctionRouter
+
+    return FunctionRouter()
+
+
+@pytest.fixture(name="service")
+def service_fixture(settings):
+    yield installed_service(settings)
+    set_service(None)
+
+
+@pytest.fixture(name="client")
+def client_fixture(router, service):
+    from tests.support.auth import AuthClient
+
+    return AuthClient(router)
